@@ -1,0 +1,396 @@
+"""One HTTP(S) check: send the request, time its phases, judge the answer. Never raises.
+
+Phases follow blackbox_exporter's names so dashboards translate: ``resolve`` (DNS),
+``connect`` (TCP), ``tls`` (handshake), ``processing`` (connection ready to response
+headers) and ``transfer`` (reading the body). aiohttp's TraceConfig gives all but the
+boundary between TCP connect and TLS handshake; :class:`_TimingConnector` records that
+boundary and the peer certificate, which aiohttp has already released by the time a small
+response is returned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import errno
+import re
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any, Literal
+
+import aiohttp
+from cryptography import x509
+
+from monitor import __version__
+from monitor.config import Target
+
+Reason = Literal[
+    "ok",
+    "timeout",
+    "dns",
+    "connect",
+    "tls",
+    "protocol",
+    "too_many_redirects",
+    "status",
+    "body",
+    "latency",
+    "error",
+]
+REASONS: tuple[Reason, ...] = (
+    "ok",
+    "timeout",
+    "dns",
+    "connect",
+    "tls",
+    "protocol",
+    "too_many_redirects",
+    "status",
+    "body",
+    "latency",
+    "error",
+)
+PHASES = ("resolve", "connect", "tls", "processing", "transfer")
+USER_AGENT = f"uptime-monitor/{__version__}"
+_CHUNK_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """What one check found. ``status`` is 0 when no HTTP answer was read."""
+
+    target: str
+    ok: bool
+    reason: Reason
+    status: int
+    duration_s: float
+    started_at: float  # wall-clock time the request started (after the semaphore)
+    phases_s: dict[str, float] = field(default_factory=dict)
+    tls_expiry_ts: float | None = None  # leaf certificate notAfter, Unix seconds
+    error: str = ""
+
+
+class _Timing:
+    """Phase clock of one check, shared by the trace callbacks and the connector."""
+
+    __slots__ = (
+        "cert_der",
+        "phases",
+        "t_conn_start",
+        "t_dns_end",
+        "t_dns_start",
+        "t_headers",
+        "t_ready",
+        "t_tcp",
+    )
+
+    def __init__(self) -> None:
+        self.phases = dict.fromkeys(PHASES, 0.0)
+        self.t_conn_start = self.t_dns_start = self.t_dns_end = 0.0
+        self.t_tcp = self.t_ready = self.t_headers = 0.0
+        self.cert_der: bytes | None = None
+
+
+_current: contextvars.ContextVar[_Timing | None] = contextvars.ContextVar("timing", default=None)
+
+
+class _TimingConnector(aiohttp.TCPConnector):
+    """Marks the end of the TCP connect and keeps the peer certificate of a new connection."""
+
+    async def _wrap_create_connection(  # type: ignore[override]
+        self, protocol_factory: Callable[[], Any], *args: Any, **kwargs: Any
+    ) -> Any:
+        timing = _current.get()
+        if timing is None:  # a connection not made by check()
+            return await super()._wrap_create_connection(protocol_factory, *args, **kwargs)
+
+        def factory() -> Any:
+            # asyncio calls the protocol factory once the socket is connected and before
+            # the TLS handshake starts: exactly the connect/tls boundary.
+            timing.t_tcp = time.perf_counter()
+            return protocol_factory()
+
+        transport, protocol = await super()._wrap_create_connection(factory, *args, **kwargs)
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            # binary_form works with verification off too, where getpeercert() returns {}.
+            timing.cert_der = ssl_object.getpeercert(binary_form=True)
+        return transport, protocol
+
+
+def _trace_config() -> aiohttp.TraceConfig:
+    def now() -> float:
+        return time.perf_counter()
+
+    async def dns_start(_s: Any, ctx: SimpleNamespace, _p: Any) -> None:
+        ctx.trace_request_ctx.t_dns_start = now()
+
+    async def dns_end(_s: Any, ctx: SimpleNamespace, _p: Any) -> None:
+        timing: _Timing = ctx.trace_request_ctx
+        timing.t_dns_end = now()
+        timing.phases["resolve"] += timing.t_dns_end - ctx.trace_request_ctx.t_dns_start
+
+    async def conn_start(_s: Any, ctx: SimpleNamespace, _p: Any) -> None:
+        timing: _Timing = ctx.trace_request_ctx
+        timing.t_conn_start = now()
+        timing.t_dns_end = timing.t_tcp = 0.0
+
+    async def conn_end(_s: Any, ctx: SimpleNamespace, _p: Any) -> None:
+        timing: _Timing = ctx.trace_request_ctx
+        timing.t_ready = now()
+        # DNS happens inside the connection-create window: TCP starts after it.
+        tcp_start = max(timing.t_conn_start, timing.t_dns_end)
+        # Without TLS (no peer certificate) all of it is connect, not a phantom tls phase.
+        tcp_end = timing.t_tcp if timing.t_tcp and timing.cert_der is not None else timing.t_ready
+        timing.phases["connect"] += tcp_end - tcp_start
+        timing.phases["tls"] += timing.t_ready - tcp_end
+
+    async def conn_reused(_s: Any, ctx: SimpleNamespace, _p: Any) -> None:
+        ctx.trace_request_ctx.t_ready = now()
+
+    async def headers_received(_s: Any, ctx: SimpleNamespace, _p: Any) -> None:
+        timing: _Timing = ctx.trace_request_ctx
+        timing.t_headers = now()
+        if timing.t_ready:
+            timing.phases["processing"] += timing.t_headers - timing.t_ready
+
+    config = aiohttp.TraceConfig(trace_config_ctx_factory=SimpleNamespace)
+    config.on_dns_resolvehost_start.append(dns_start)
+    config.on_dns_resolvehost_end.append(dns_end)
+    config.on_connection_create_start.append(conn_start)
+    config.on_connection_create_end.append(conn_end)
+    config.on_connection_reuseconn.append(conn_reused)
+    # A redirect hop ends with on_request_redirect instead of on_request_end.
+    config.on_request_redirect.append(headers_received)
+    config.on_request_end.append(headers_received)
+    return config
+
+
+class Checker:
+    """Runs checks under one semaphore with one shared client setup.
+
+    Two sessions: by default a new connection per check (as blackbox_exporter does) so that
+    connect and TLS failures are seen every time; ``reuse_connections`` targets share a
+    keep-alive pool instead. Both connectors have no limit of their own: TCPConnector's
+    default limit of 100 would silently cap concurrency below the semaphore.
+    """
+
+    def __init__(self, max_concurrency: int) -> None:
+        self._semaphore = asyncio.Semaphore(max_concurrency)
+        self._sessions: dict[bool, aiohttp.ClientSession] = {}
+        self._ssl_contexts: dict[str, ssl.SSLContext] = {}
+        self._expiry_cache: dict[bytes, float] = {}
+        self.in_flight = 0
+
+    async def __aenter__(self) -> Checker:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
+            await session.close()
+
+    def _session(self, reuse: bool) -> aiohttp.ClientSession:
+        session = self._sessions.get(reuse)
+        if session is None:
+            connector = _TimingConnector(
+                limit=0, force_close=not reuse, use_dns_cache=False, enable_cleanup_closed=False
+            )
+            session = aiohttp.ClientSession(
+                connector=connector,
+                trace_configs=[_trace_config()],
+                headers={"User-Agent": USER_AGENT},
+                cookie_jar=aiohttp.DummyCookieJar(),  # checks must not carry state
+                auto_decompress=True,
+            )
+            self._sessions[reuse] = session
+        return session
+
+    def _ssl_for(self, target: Target) -> ssl.SSLContext | bool:
+        if not target.tls.verify:
+            return False
+        if target.tls.ca_file is None:
+            return True
+        context = self._ssl_contexts.get(target.tls.ca_file)
+        if context is None:
+            context = ssl.create_default_context(cafile=target.tls.ca_file)
+            self._ssl_contexts[target.tls.ca_file] = context
+        return context
+
+    async def check(self, target: Target) -> CheckResult:
+        """Check ``target`` once. Returns a result for every failure; only cancellation raises."""
+        async with self._semaphore:
+            self.in_flight += 1
+            try:
+                return await self._check(target)
+            finally:
+                self.in_flight -= 1
+
+    async def _check(self, target: Target) -> CheckResult:
+        timing = _Timing()
+        token = _current.set(timing)
+        started_at = time.time()
+        t0 = time.perf_counter()
+        status = 0
+        try:
+            async with asyncio.timeout(target.timeout_s):
+                status, body_ok = await self._request(target, timing)
+            reason = _judge(target, status, body_ok, time.perf_counter() - t0)
+            error = "" if reason == "ok" else _describe(target, reason, status)
+        except Exception as exc:
+            reason, error = classify(exc)
+            if reason in ("protocol", "too_many_redirects"):
+                status = 0  # aiohttp's 400/0 here are not the target's answer
+            error = redact(error, target.url)
+        finally:
+            _current.reset(token)
+        duration_s = time.perf_counter() - t0
+        return CheckResult(
+            target=target.name,
+            ok=reason == "ok",
+            reason=reason,
+            status=status,
+            duration_s=duration_s,
+            started_at=started_at,
+            phases_s=timing.phases,
+            tls_expiry_ts=self._expiry(timing.cert_der),
+            error=error,
+        )
+
+    async def _request(self, target: Target, timing: _Timing) -> tuple[int, bool]:
+        session = self._session(target.reuse_connections)
+        async with session.request(
+            target.method,
+            target.url,
+            headers=target.headers,
+            data=target.body,
+            allow_redirects=target.follow_redirects,
+            max_redirects=target.max_redirects,
+            ssl=self._ssl_for(target),
+            timeout=aiohttp.ClientTimeout(total=None),  # asyncio.timeout bounds the whole check
+            trace_request_ctx=timing,
+        ) as response:
+            body_ok = await _read_body(response, target)
+            timing.phases["transfer"] = time.perf_counter() - (timing.t_headers or timing.t_ready)
+            return response.status, body_ok
+
+    def _expiry(self, der: bytes | None) -> float | None:
+        if der is None:
+            return None
+        expiry = self._expiry_cache.get(der)
+        if expiry is None:
+            if len(self._expiry_cache) > 10_000:  # bounded: certificates rotate
+                self._expiry_cache.clear()
+            expiry = x509.load_der_x509_certificate(der).not_valid_after_utc.timestamp()
+            self._expiry_cache[der] = expiry
+        return expiry
+
+
+async def _read_body(response: aiohttp.ClientResponse, target: Target) -> bool:
+    """Read at most ``max_body_bytes``, stopping early once the expectations are met.
+
+    Returns whether ``body_contains`` and ``body_regex`` matched (True when neither is set).
+    A target that streams gigabytes costs at most one chunk more than the limit.
+    """
+    expect = target.expect
+    needle = expect.body_contains.encode() if expect.body_contains is not None else None
+    pattern = re.compile(expect.body_regex.encode()) if expect.body_regex is not None else None
+    keep = needle is not None or pattern is not None
+    buffer = bytearray()
+    read = 0
+    while read < target.max_body_bytes:
+        chunk = await response.content.read(min(_CHUNK_BYTES, target.max_body_bytes - read))
+        if not chunk:
+            break
+        read += len(chunk)
+        if keep:
+            buffer += chunk
+            if pattern is None and needle is not None and needle in buffer:
+                return True
+    else:
+        # Over the limit: drop the connection rather than drain an endless body.
+        response.close()
+    if needle is not None and needle not in buffer:
+        return False
+    return pattern is None or pattern.search(buffer) is not None
+
+
+def _judge(target: Target, status: int, body_ok: bool, elapsed_s: float) -> Reason:
+    if not target.expect.status_ok(status):
+        return "status"
+    if not body_ok:
+        return "body"
+    if target.expect.max_latency_s is not None and elapsed_s > target.expect.max_latency_s:
+        return "latency"
+    return "ok"
+
+
+def _describe(target: Target, reason: Reason, status: int) -> str:
+    expect = target.expect
+    if reason == "status":
+        wanted = ", ".join(str(s) for s in expect.status)
+        return f"status {status}, expected {wanted}"
+    if reason == "body":
+        wanted = " and ".join(
+            f"{key} {value!r}"
+            for key, value in (("contains", expect.body_contains), ("matches", expect.body_regex))
+            if value is not None
+        )
+        return f"body does not {wanted} (first {target.max_body_bytes} bytes)"
+    return f"slower than max_latency {expect.max_latency_s:g}s"
+
+
+def classify(exc: BaseException) -> tuple[Reason, str]:
+    """Map an exception from aiohttp to a reason and a message; the one place that does it.
+
+    Order matters: certificate errors are connector errors, TooManyRedirects is a response
+    error, and a reset can surface either from connect or from the first read.
+    """
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, TimeoutError):
+        return "timeout", text if str(exc) else "no answer within the timeout"
+    if isinstance(exc, aiohttp.TooManyRedirects):
+        return "too_many_redirects", f"more than {len(exc.history)} redirects"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError):
+        return "tls", text
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return "dns", text
+    if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ServerDisconnectedError):
+        return "connect", text
+    if isinstance(exc, aiohttp.ClientOSError) and exc.errno in (errno.ECONNRESET, errno.EPIPE):
+        return "connect", text
+    if isinstance(exc, ssl.SSLError):
+        return "tls", text
+    if isinstance(exc, aiohttp.ClientResponseError | aiohttp.ClientPayloadError):
+        return "protocol", getattr(exc, "message", "") or text
+    return "error", f"{type(exc).__name__}: {text}"
+
+
+_USERINFO = re.compile(r"^(https?://)([^@/]+)@")
+
+
+def redact(text: str, url: str) -> str:
+    """``text`` without the URL's credentials (``user:secret@`` becomes ``user:***@``)."""
+    match = _USERINFO.match(url)
+    if match is None:
+        return text
+    password = match.group(2).partition(":")[2]
+    if password:
+        text = text.replace(password, "***")
+    return text
+
+
+def safe_url(url: str) -> str:
+    """The URL as it may be logged and exported: the password replaced by ``***``."""
+    return _USERINFO.sub(
+        lambda m: (
+            f"{m.group(1)}{m.group(2).partition(':')[0]}:***@" if ":" in m.group(2) else m.group(0)
+        ),
+        url,
+    )

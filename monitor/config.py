@@ -1,0 +1,239 @@
+"""What to monitor: the models of the YAML target file.
+
+The models are frozen and validated once at load time; everything downstream trusts them.
+Field names carry units (``interval_s``); the YAML keys are the short aliases operators type
+(``interval: 30s``). Loading the file, `${VAR}` substitution and line numbers live in
+:mod:`monitor.loader`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(value: object) -> float:
+    """Read ``500ms``, ``30s``, ``5m``, ``1h30m``, ``14d`` or plain seconds as seconds."""
+    if isinstance(value, bool):
+        msg = "expected a duration such as 30s, 5m or 1h30m"
+        raise ValueError(msg)
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        try:
+            seconds = float(text)
+        except ValueError:
+            pos, seconds = 0, 0.0
+            for match in _DURATION_PART.finditer(text):
+                if match.start() != pos:
+                    break
+                seconds += float(match.group(1)) * _UNIT_S[match.group(2)]
+                pos = match.end()
+            if pos != len(text) or not text:
+                msg = f"{value!r} is not a duration: use e.g. 500ms, 30s, 5m, 1h30m or seconds"
+                raise ValueError(msg) from None
+    else:
+        msg = "expected a duration such as 30s, 5m or 1h30m"
+        raise ValueError(msg)
+    if seconds <= 0:
+        msg = "a duration must be greater than zero"
+        raise ValueError(msg)
+    return seconds
+
+
+_DURATION_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "number", "exclusiveMinimum": 0},
+        {"type": "string", "pattern": r"^\s*(\d+(\.\d+)?(ms|s|m|h|d))+\s*$|^\s*\d+(\.\d+)?\s*$"},
+    ],
+    "description": "seconds, or a duration such as 500ms, 30s, 5m, 1h30m",
+}
+
+Duration = Annotated[float, BeforeValidator(parse_duration), WithJsonSchema(_DURATION_SCHEMA)]
+
+_STATUS_CLASS = re.compile(r"^[1-5]xx$")
+
+
+def _check_status(value: int | str) -> int | str:
+    if isinstance(value, int):
+        if not 100 <= value <= 599:
+            msg = f"{value} is not an HTTP status code (100-599)"
+            raise ValueError(msg)
+        return value
+    text = value.strip().lower()
+    if text.isdigit():
+        return _check_status(int(text))
+    if not _STATUS_CLASS.match(text):
+        msg = f"{value!r} is neither a status code nor a class such as 2xx"
+        raise ValueError(msg)
+    return text
+
+
+StatusSpec = Annotated[int | str, AfterValidator(_check_status)]
+
+
+def _compile_regex(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            msg = f"invalid regular expression: {exc}"
+            raise ValueError(msg) from None
+    return value
+
+
+class _Strict(BaseModel):
+    # Unknown keys are errors (a typo must not silently disable an expectation); models are
+    # frozen so a running check can never see a half-applied change.
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Expect(_Strict):
+    """What a passing check looks like."""
+
+    status: tuple[StatusSpec, ...] = Field(
+        default=("2xx", "3xx"),
+        min_length=1,
+        description="accepted status codes and classes such as 2xx; default any 2xx or 3xx",
+    )
+    body_contains: str | None = Field(
+        default=None, description="text the body must contain (read up to max_body_bytes)"
+    )
+    body_regex: Annotated[str | None, AfterValidator(_compile_regex)] = Field(
+        default=None, description="regular expression the body must match (Python syntax)"
+    )
+    max_latency_s: Duration | None = Field(
+        default=None, alias="max_latency", description="a slower answer fails with reason latency"
+    )
+
+    def status_ok(self, status: int) -> bool:
+        """Whether ``status`` is one of the accepted codes or classes."""
+        for spec in self.status:
+            if spec == status or (isinstance(spec, str) and spec[0] == str(status)[0]):
+                return True
+        return False
+
+
+class TLS(_Strict):
+    """How https targets are verified."""
+
+    verify: bool = Field(default=True, description="verify the certificate chain and host name")
+    ca_file: str | None = Field(
+        default=None, description="PEM file of CA certificates to trust instead of the system's"
+    )
+
+
+_NAME = r"^[A-Za-z0-9_.\-]+$"
+_URL = re.compile(
+    r"^(https?)://(?:[^@/\s]+@)?(\[[0-9A-Fa-f:.]+\]|[^:/?#\s\[\]]+)(:\d{1,5})?([/?#]\S*)?$"
+)
+
+# Label names the monitor itself puts on its series; a target's own labels may not reuse them.
+RESERVED_LABELS = ("target", "url", "method", "reason", "phase", "state", "le")
+
+HttpMethod = Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+def _check_url(value: str) -> str:
+    match = _URL.match(value.strip())
+    if match is None:
+        msg = f"{value!r} is not an http:// or https:// URL with a host"
+        raise ValueError(msg)
+    port = match.group(3)
+    if port is not None and not 0 < int(port[1:]) < 65536:
+        msg = f"port {port[1:]} is out of range"
+        raise ValueError(msg)
+    return value.strip()
+
+
+class TargetOptions(_Strict):
+    """Every per-target option that ``defaults`` may set too."""
+
+    interval_s: Duration = Field(default=60.0, alias="interval", description="how often to check")
+    timeout_s: Duration = Field(
+        default=10.0, alias="timeout", description="give up on a check after this long"
+    )
+    method: HttpMethod = "GET"
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="request headers; use ${VAR} for secrets"
+    )
+    body: str | None = Field(default=None, description="request body")
+    follow_redirects: bool = True
+    max_redirects: int = Field(default=10, ge=0, le=100)
+    reuse_connections: bool = Field(
+        default=False,
+        description="keep connections alive between checks: less CPU, but a broken connect "
+        "or TLS setup may go unseen while an old connection still works",
+    )
+    max_body_bytes: int = Field(
+        default=1 << 20, ge=0, description="read at most this many bytes of the body"
+    )
+    expect: Expect = Field(default_factory=Expect)
+    tls: TLS = Field(default_factory=TLS)
+    labels: dict[Annotated[str, Field(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")], str] = Field(
+        default_factory=dict, description="static labels, exported on monitor_target_info"
+    )
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_not_reserved(cls, labels: dict[str, str]) -> dict[str, str]:
+        for key in labels:
+            if key in RESERVED_LABELS or key.startswith("__"):
+                msg = f"label {key!r} is reserved (the monitor sets {', '.join(RESERVED_LABELS)})"
+                raise ValueError(msg)
+        return labels
+
+
+class Target(TargetOptions):
+    """One URL to check."""
+
+    name: str = Field(pattern=_NAME, max_length=200, description="unique; letters, digits, _ . -")
+    url: Annotated[str, AfterValidator(_check_url)]
+
+    @model_validator(mode="after")
+    def _timeout_within_interval(self) -> Target:
+        if self.timeout_s > self.interval_s:
+            msg = (
+                f"timeout ({self.timeout_s:g}s) is longer than interval ({self.interval_s:g}s): "
+                "a check would overlap the next one"
+            )
+            raise ValueError(msg)
+        return self
+
+
+class DefaultOptions(TargetOptions):
+    """``defaults``: the same options as a target, without name and url."""
+
+
+class MonitorFile(_Strict):
+    """The whole YAML file."""
+
+    defaults: DefaultOptions = Field(default_factory=DefaultOptions)
+    targets: tuple[Target, ...] = Field(min_length=1)
+
+
+# Keys whose mappings merge key by key from ``defaults`` into a target.
+MERGED_MAPPINGS = ("headers", "expect", "tls", "labels")
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of the target file, for editors (``config/monitor.schema.json``)."""
+    schema = MonitorFile.model_json_schema(by_alias=True, mode="validation")
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "uptime-monitor target file"
+    return schema

@@ -1,0 +1,283 @@
+"""Load the YAML target file into :class:`~monitor.config.MonitorFile`, or say what is wrong.
+
+Every problem in the file is reported at once, one per line as compilers do::
+
+    monitor.yaml:12: targets[3].expect.status[0]: '6xx' is neither a status code nor ...
+
+The YAML is parsed with ruamel.yaml's round-trip loader only because it keeps the line of
+every key and item; the data is then turned into plain dicts, `${VAR}` references are
+substituted, ``defaults`` are merged into each target, and pydantic validates the result.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from monitor.config import MERGED_MAPPINGS, DefaultOptions, MonitorFile, Target
+
+Loc = tuple[str | int, ...]
+
+_ENV_REF = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class ConfigError(Exception):
+    """The file cannot be used; ``problems`` holds one ``file:line: path: message`` each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+def load_config(path: Path | str, environ: Mapping[str, str] | None = None) -> MonitorFile:
+    """Read, substitute, merge and validate ``path``; raise :class:`ConfigError` if it is bad."""
+    path = Path(path)
+    env = os.environ if environ is None else environ
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        msg = f"{path}: no such file (set it with --config or MONITOR_CONFIG)"
+        raise ConfigError([msg]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        msg = f"{path}: cannot read: {exc}"
+        raise ConfigError([msg]) from None
+    return parse_config(text, str(path), env)
+
+
+def parse_config(text: str, filename: str, environ: Mapping[str, str]) -> MonitorFile:
+    """Validate YAML ``text``; ``filename`` is only used in messages."""
+    try:
+        tree = YAML(typ="rt", pure=True).load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else 1
+        problem = exc.problem or exc.context or "invalid YAML"
+        msg = f"{filename}:{line}: invalid YAML: {problem}"
+        raise ConfigError([msg]) from None
+    except YAMLError as exc:
+        msg = f"{filename}: invalid YAML: {exc}"
+        raise ConfigError([msg]) from None
+    if tree is None:
+        msg = f"{filename}:1: the file is empty: it needs a 'targets' list"
+        raise ConfigError([msg])
+    if not isinstance(tree, CommentedMap):
+        msg = f"{filename}:1: the top level must be a mapping with a 'targets' list"
+        raise ConfigError([msg])
+
+    lines: dict[Loc, int] = {}
+    problems: list[tuple[int, str]] = []
+    data = _plain(tree, (), lines, environ, problems)
+    raw_defaults = data.get("defaults")
+    defaults = raw_defaults if isinstance(raw_defaults, dict) else {}
+    raw_targets = data.get("targets")
+    if isinstance(raw_targets, list):
+        data["targets"] = [_merge(defaults, t) if isinstance(t, dict) else t for t in raw_targets]
+        problems += _duplicate_names(raw_targets, lines)
+
+    try:
+        config = MonitorFile.model_validate(data)
+    except ValidationError as exc:
+        problems += _explain(exc, data, lines)
+        config = None
+    if problems or config is None:
+        problems.sort(key=lambda p: p[0])
+        raise ConfigError([f"{filename}:{line}: {text}" for line, text in _unique(problems)])
+    return config
+
+
+def _plain(
+    node: object,
+    loc: Loc,
+    lines: dict[Loc, int],
+    environ: Mapping[str, str],
+    problems: list[tuple[int, str]],
+) -> Any:
+    """Turn ruamel nodes into dicts/lists, recording lines and substituting `${VAR}`."""
+    if isinstance(node, CommentedMap):
+        out: dict[Any, Any] = {}
+        for key, value in node.items():
+            line, _col = node.lc.key(key)
+            lines[(*loc, key)] = line + 1
+            out[key] = _plain(value, (*loc, key), lines, environ, problems)
+        return out
+    if isinstance(node, CommentedSeq):
+        items = []
+        for index, value in enumerate(node):
+            line, _col = node.lc.item(index)
+            lines[(*loc, index)] = line + 1
+            items.append(_plain(value, (*loc, index), lines, environ, problems))
+        return items
+    if isinstance(node, str):
+        return _substitute(str(node), loc, lines, environ, problems)
+    return node
+
+
+def _substitute(
+    text: str,
+    loc: Loc,
+    lines: dict[Loc, int],
+    environ: Mapping[str, str],
+    problems: list[tuple[int, str]],
+) -> str:
+    def replace(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name, default = match.group(1), match.group(2)
+        value = environ.get(name)
+        if value is None or (value == "" and default is not None):
+            if default is not None:
+                return default
+            msg = f"{_dotted(loc)}: ${{{name}}} is not set in the environment"
+            problems.append((_line_of(loc, lines)[0], msg))
+            return ""
+        return value
+
+    return _ENV_REF.sub(replace, text)
+
+
+def _merge(defaults: dict[str, Any], target: dict[str, Any]) -> dict[str, Any]:
+    """A target's keys over ``defaults``; the mappings in MERGED_MAPPINGS merge key by key."""
+    merged = {**defaults, **target}
+    for key in MERGED_MAPPINGS:
+        base, own = defaults.get(key), target.get(key)
+        if isinstance(base, dict) and isinstance(own, dict):
+            merged[key] = {**base, **own}
+    return merged
+
+
+def _duplicate_names(targets: list[Any], lines: dict[Loc, int]) -> list[tuple[int, str]]:
+    first_line: dict[str, int] = {}
+    problems = []
+    for index, target in enumerate(targets):
+        if not isinstance(target, dict) or not isinstance(target.get("name"), str):
+            continue
+        loc: Loc = ("targets", index, "name")
+        line = _line_of(loc, lines)[0]
+        name = target["name"]
+        if name in first_line:
+            msg = f"{_dotted(loc)}: duplicate name {name!r} (first used on line {first_line[name]})"
+            problems.append((line, msg))
+        else:
+            first_line[name] = line
+    return problems
+
+
+def _explain(
+    exc: ValidationError, data: dict[str, Any], lines: dict[Loc, int]
+) -> list[tuple[int, str]]:
+    errors = exc.errors()
+    locs = [_real_loc(e["loc"], data, missing=e["type"] == "missing") for e in errors]
+    by_loc: dict[Loc, list[str]] = {}
+    for error, loc in zip(errors, locs, strict=True):
+        # pydantic also says a tuple is "too short" when its items failed: noise.
+        if error["type"] == "too_short" and any(o[: len(loc)] == loc != o for o in locs):
+            continue
+        if error["type"] == "extra_forbidden":
+            message = f"unknown key{_suggest(loc, data)}"
+        elif error["type"] == "missing":
+            message = "required key is missing"
+        else:
+            message = str(error["msg"]).removeprefix("Value error, ")
+            message = message[:1].lower() + message[1:]
+        by_loc.setdefault(loc, []).append(message)
+    problems = []
+    for loc, messages in by_loc.items():
+        line, shown = _line_of(loc, lines)
+        # A union's members each fail in their own words: one line, joined by "or".
+        problems.append((line, f"{_dotted(shown)}: {' or '.join(dict.fromkeys(messages))}"))
+    return problems
+
+
+def _real_loc(loc: Loc, data: object, *, missing: bool) -> Loc:
+    """Drop pydantic's union tags (``int``, ``function-after[...]``) that are not in the data."""
+    real: list[str | int] = []
+    node = data
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        elif isinstance(node, dict) and isinstance(part, str):
+            if missing:
+                real.append(part)
+            break
+        else:
+            continue  # a union tag such as "int": not a place in the file
+        real.append(part)
+    return tuple(real)
+
+
+def _suggest(loc: Loc, data: dict[str, Any]) -> str:
+    """`` 'intervall' (did you mean 'interval'?)`` for a misspelt key."""
+    if not loc or not isinstance(loc[-1], str):
+        return ""
+    key = loc[-1]
+    model = _model_at(loc[:-1])
+    if model is None:
+        return f" {key!r}"
+    known = [f.alias or name for name, f in model.model_fields.items()]
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else f" (known keys: {', '.join(known)})"
+    return f" {key!r}{hint}"
+
+
+def _model_at(loc: Loc) -> type[BaseModel] | None:
+    model: type[BaseModel] = MonitorFile
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if model is MonitorFile and part == "targets":
+            model = Target
+            continue
+        if model is MonitorFile and part == "defaults":
+            model = DefaultOptions
+            continue
+        field = next((f for n, f in model.model_fields.items() if part in (n, f.alias)), None)
+        annotation = field.annotation if field is not None else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return model
+
+
+def _line_of(loc: Loc, lines: dict[Loc, int]) -> tuple[int, Loc]:
+    """The line of ``loc`` (or of its nearest ancestor), and the path to show for it.
+
+    A value a target inherited from ``defaults`` is reported once, at its line in
+    ``defaults``, rather than once per target.
+    """
+    own = _longest(loc, lines)
+    if len(loc) > 2 and loc[0] == "targets":
+        inherited: Loc = ("defaults", *loc[2:])
+        from_defaults = _longest(inherited, lines)
+        if from_defaults is not None and from_defaults[1] - 1 > (own[1] - 2 if own else -1):
+            return from_defaults[0], inherited
+    return (own[0] if own else 1), loc
+
+
+def _longest(loc: Loc, lines: dict[Loc, int]) -> tuple[int, int] | None:
+    for size in range(len(loc), 0, -1):
+        line = lines.get(loc[:size])
+        if line is not None:
+            return line, size
+    return None
+
+
+def _dotted(loc: Loc) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def _unique(problems: list[tuple[int, str]]) -> list[tuple[int, str]]:
+    return list(dict.fromkeys(problems))

@@ -1,0 +1,161 @@
+"""When each target is checked.
+
+APScheduler does not get one job per target: at 50,000 targets that cost a third of a core
+and dropped runs in the start-up burst (../shared/notes/measurements.md). Instead each
+distinct interval is cut into at most 100 *slots*, one APScheduler interval job each, and
+every target belongs to one slot by a stable hash of its name. A slot job only starts its
+targets' checks as tasks and returns, so the scheduler itself never waits on the network.
+
+- First runs are spread over the interval, the same way on every start (crc32 of the name).
+- A check never overlaps itself: a target still running when its slot fires again is
+  skipped, counted and logged, never queued up behind itself.
+- Nothing is dropped silently: ``misfire_grace_time=None`` runs late slots however late,
+  ``coalesce`` folds a backlog into one run, and every start's lateness is measured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import math
+import time
+import zlib
+from collections.abc import Callable, Coroutine, Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from monitor.config import Target
+
+MAX_SLOTS_PER_INTERVAL = 100
+MIN_SLOT_WIDTH_S = 0.1
+
+RunCheck = Callable[[Target, float], Coroutine[Any, Any, None]]
+"""Runs one check of a target; the float is the wall-clock time it was due."""
+
+log = structlog.get_logger("monitor.scheduling")
+
+
+def slot_of(name: str, slots: int) -> int:
+    """The stable slot of a target: the same on every start and every machine."""
+    return zlib.crc32(name.encode()) % slots
+
+
+class Scheduler:
+    """Starts every target's checks on its own interval; see the module docstring."""
+
+    def __init__(self, run_check: RunCheck, on_skip: Callable[[Target], None] | None = None):
+        self._run_check = run_check
+        self._on_skip = on_skip
+        self._aps = AsyncIOScheduler(
+            timezone=UTC,
+            job_defaults={"coalesce": True, "misfire_grace_time": None, "max_instances": 1},
+        )
+        self._slots: dict[tuple[float, int], list[Target]] = {}
+        self._starts: dict[tuple[float, int], float] = {}
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._accepting = False
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    def start(self, targets: Iterable[Target]) -> None:
+        """Lay out the slots and start firing; first runs begin within one interval."""
+        self._layout(list(targets), time.time())
+        self._accepting = True
+        self._aps.start()
+
+    def _layout(self, targets: list[Target], now: float) -> None:
+        by_interval: dict[float, list[Target]] = {}
+        for target in targets:
+            by_interval.setdefault(target.interval_s, []).append(target)
+        for interval_s, members in by_interval.items():
+            slots = max(
+                1,
+                min(
+                    MAX_SLOTS_PER_INTERVAL, len(members), math.floor(interval_s / MIN_SLOT_WIDTH_S)
+                ),
+            )
+            for target in members:
+                self._slots.setdefault((interval_s, slot_of(target.name, slots)), []).append(target)
+            for index in range(slots):
+                key = (interval_s, index)
+                if key not in self._slots:
+                    continue
+                first_s = now + interval_s * index / slots
+                self._starts[key] = first_s
+                self._aps.add_job(
+                    self._fire,
+                    IntervalTrigger(
+                        seconds=interval_s, start_date=datetime.fromtimestamp(first_s, UTC)
+                    ),
+                    args=(key,),
+                    id=f"{interval_s:g}s/{index}",
+                    next_run_time=datetime.fromtimestamp(first_s, UTC),
+                )
+
+    async def _fire(self, key: tuple[float, int]) -> None:
+        if not self._accepting:
+            return
+        interval_s = key[0]
+        start_s = self._starts[key]
+        now = time.time()
+        due_s = start_s + max(0, math.floor((now - start_s) / interval_s + 1e-9)) * interval_s
+        if now - due_s > interval_s:  # pragma: no cover - coalesce keeps this below interval
+            log.warning("schedule_behind", interval_s=interval_s, late_s=round(now - due_s, 3))
+        for target in self._slots.get(key, ()):
+            if target.name in self._running:
+                if self._on_skip is not None:
+                    self._on_skip(target)
+                log.warning(
+                    "check_skipped",
+                    target=target.name,
+                    why="the previous check of this target is still running",
+                )
+                continue
+            self._spawn(target, due_s)
+
+    def _spawn(self, target: Target, due_s: float) -> None:
+        task = asyncio.create_task(self._run_check(target, due_s), name=f"check:{target.name}")
+        self._running[target.name] = task
+        task.add_done_callback(functools.partial(self._reap, target.name))
+
+    def _reap(self, name: str, task: asyncio.Task[None]) -> None:
+        if self._running.get(name) is task:
+            del self._running[name]
+        if not task.cancelled() and task.exception() is not None:
+            # A check never raises; this is a bug, and it must not pass unseen.
+            log.error("check_crashed", target=name, exc_info=task.exception())
+
+    def check_now(self, target: Target) -> bool:
+        """Start a check of ``target`` at once unless one is running; used for retries."""
+        if not self._accepting or target.name in self._running:
+            return False
+        self._spawn(target, time.time())
+        return True
+
+    async def stop(self, grace_s: float) -> int:
+        """Start no new checks; give running ones ``grace_s``, then cancel them.
+
+        Returns how many had to be cancelled.
+        """
+        self._accepting = False
+        if self._aps.running:
+            self._aps.shutdown(wait=False)
+        pending = list(self._running.values())
+        if not pending:
+            return 0
+        _done, still = await asyncio.wait(pending, timeout=grace_s)
+        for task in still:
+            task.cancel()
+        if still:
+            await asyncio.gather(*still, return_exceptions=True)
+        return len(still)
+
+    def jobs(self) -> list[Any]:
+        """APScheduler's jobs (for tests and diagnostics): one per slot."""
+        return list(self._aps.get_jobs())
