@@ -1,0 +1,49 @@
+# Two commands for a fresh Debian machine with Python 3.11:
+#   make run   - set up .venv, install, run the daemon on monitor.example.yaml
+#   make test  - install what the tests need (Debian packages too, as root) and run the suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+CONFIG ?= monitor.example.yaml
+
+.PHONY: run test lint typecheck check-deps schema bench clean
+
+$(BIN)/uptime-monitor: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	@touch $@
+
+run: $(BIN)/uptime-monitor
+	$(BIN)/uptime-monitor run --config $(CONFIG)
+
+# promtool (Debian package prometheus) checks the exposition format in the tests.
+check-deps:
+	@if ! command -v promtool >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; \
+	  else \
+	    echo "promtool is missing: sudo apt-get install prometheus" >&2; exit 1; \
+	  fi; \
+	fi
+
+test: $(BIN)/uptime-monitor check-deps
+	$(BIN)/ruff check monitor tests
+	$(BIN)/mypy monitor
+	$(BIN)/pytest -q
+
+lint: $(BIN)/uptime-monitor
+	$(BIN)/ruff check monitor tests
+	$(BIN)/ruff format --check monitor tests
+
+typecheck: $(BIN)/uptime-monitor
+	$(BIN)/mypy monitor
+
+schema: $(BIN)/uptime-monitor
+	$(BIN)/uptime-monitor schema > config/monitor.schema.json
+
+bench: $(BIN)/uptime-monitor
+	$(BIN)/python tests/bench/bench_daemon.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache *.egg-info

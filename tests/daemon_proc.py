@@ -1,0 +1,102 @@
+"""Run ``uptime-monitor run`` as a real process and read its JSON log lines as they come."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import urllib.request
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+Event = dict[str, Any]
+
+
+class Daemon:
+    """A running daemon: its log events, its metrics port, and a way to stop it."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.events: list[Event] = []
+        self.raw: list[str] = []
+        self._changed = asyncio.Event()
+        self._reader = asyncio.create_task(self._read())
+        self.port = 0
+
+    async def _read(self) -> None:
+        assert self.process.stdout is not None
+        async for line in self.process.stdout:
+            text = line.decode(errors="replace")
+            self.raw.append(text)
+            try:
+                self.events.append(json.loads(text))
+            except ValueError:
+                self.events.append({"event": "unparsed", "line": text})
+            self._changed.set()
+        self._changed.set()
+
+    async def wait_for(self, predicate: Callable[[Event], bool], count: int = 1,
+                       timeout_s: float = 20) -> list[Event]:
+        """Wait until ``count`` events match ``predicate``; return them."""
+        async with asyncio.timeout(timeout_s):
+            while True:
+                found = [e for e in self.events if predicate(e)]
+                if len(found) >= count:
+                    return found
+                if self._reader.done():
+                    msg = f"daemon exited ({self.process.returncode}): {''.join(self.raw)[-3000:]}"
+                    raise AssertionError(msg)
+                self._changed.clear()
+                await self._changed.wait()
+
+    async def get(self, path: str) -> tuple[int, str]:
+        """GET a path on the metrics port (in a thread: urllib is blocking)."""
+        def fetch() -> tuple[int, str]:
+            url = f"http://127.0.0.1:{self.port}{path}"
+            try:
+                with urllib.request.urlopen(url, timeout=10) as response:
+                    return response.status, response.read().decode()
+            except urllib.error.HTTPError as exc:
+                return exc.code, exc.read().decode()
+        return await asyncio.to_thread(fetch)
+
+    async def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 15) -> int:
+        """Send ``sig`` and wait for the exit code."""
+        if self.process.returncode is None:
+            self.process.send_signal(sig)
+        async with asyncio.timeout(timeout_s):
+            code = await self.process.wait()
+            await self._reader
+        return code
+
+
+def command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "monitor", *args]
+
+
+@asynccontextmanager
+async def run_daemon(config: Path, *extra: str, env: dict[str, str] | None = None,
+                     wait_ready: bool = True) -> AsyncIterator[Daemon]:
+    """Start the daemon on ``config`` with a free metrics port; kill it if the test fails."""
+    process = await asyncio.create_subprocess_exec(
+        *command("run", "--config", str(config), "--listen", "127.0.0.1:0",
+                 "--log-format", "json", *extra),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
+    )
+    daemon = Daemon(process)
+    try:
+        if wait_ready:
+            (startup,) = await daemon.wait_for(lambda e: e.get("event") == "startup")
+            daemon.port = int(str(startup["listen"]).rpartition(":")[2])
+        yield daemon
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        daemon._reader.cancel()

@@ -1,0 +1,149 @@
+"""The metrics module: names, values, removal, histogram consistency, promtool's verdict."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from monitor.checks import PHASES, CheckResult
+from monitor.config import Target
+from monitor.metrics import Metrics
+
+
+def _result(name: str, *, ok: bool = True, reason: str = "ok", status: int = 200,
+            duration_s: float = 0.2, expiry: float | None = None) -> CheckResult:
+    return CheckResult(
+        target=name, ok=ok, reason=reason, status=status,  # type: ignore[arg-type]
+        duration_s=duration_s, started_at=time.time(),
+        phases_s=dict.fromkeys(PHASES, 0.01), tls_expiry_ts=expiry, error="",
+    )
+
+
+def _setup(*targets: Target) -> tuple[Metrics, CollectorRegistry]:
+    registry = CollectorRegistry()
+    metrics = Metrics((0.1, 0.5, 1.0))
+    metrics.register(registry)
+    metrics.set_targets(targets)
+    return metrics, registry
+
+
+def _samples(registry: CollectorRegistry) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    text = generate_latest(registry).decode()
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def _get(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str,
+         **labels: str) -> float | None:
+    return samples.get((name, frozenset(labels.items())))
+
+
+API = Target(name="api", url="https://user:hunter2@127.0.0.1:8443/health",
+             labels={"team": "core"})
+WEB = Target(name="web", url="http://127.0.0.1:8080/")
+
+
+class TestValues:
+    def test_a_passing_check_sets_every_per_target_series(self) -> None:
+        """After one passing check the contract's series carry its values."""
+        metrics, registry = _setup(API, WEB)
+        metrics.observe(_result("api", expiry=2_000_000_000.0))
+        s = _samples(registry)
+        assert _get(s, "monitor_up", target="api") == 1
+        assert _get(s, "monitor_http_status_code", target="api") == 200
+        assert _get(s, "monitor_checks_total", target="api", reason="ok") == 1
+        assert _get(s, "monitor_check_phase_seconds", target="api", phase="tls") == 0.01
+        assert _get(s, "monitor_tls_cert_expiry_timestamp_seconds", target="api") == 2e9
+        assert _get(s, "monitor_check_duration_seconds_count", target="api") == 1
+        assert _get(s, "monitor_check_duration_seconds_bucket", target="api", le="0.5") == 1
+        assert _get(s, "monitor_check_duration_seconds_bucket", target="api", le="0.1") == 0
+        assert _get(s, "monitor_last_check_timestamp_seconds", target="api") is not None
+        assert _get(s, "monitor_build_info", version=__import__("monitor").__version__) == 1
+
+    def test_a_failing_check_counts_its_reason(self) -> None:
+        """A failure sets monitor_up to 0 and counts under its reason."""
+        metrics, registry = _setup(WEB)
+        metrics.observe(_result("web", ok=False, reason="connect", status=0))
+        metrics.observe(_result("web", ok=False, reason="connect", status=0))
+        s = _samples(registry)
+        assert _get(s, "monitor_up", target="web") == 0
+        assert _get(s, "monitor_http_status_code", target="web") == 0
+        assert _get(s, "monitor_checks_total", target="web", reason="connect") == 2
+        assert _get(s, "monitor_checks_total", target="web", reason="ok") == 0
+
+    def test_unchecked_targets_have_no_up_series_yet(self) -> None:
+        """Before its first check a target reports no monitor_up: unknown is not down."""
+        _metrics, registry = _setup(WEB)
+        s = _samples(registry)
+        assert _get(s, "monitor_up", target="web") is None
+        assert _get(s, "monitor_targets") == 1
+
+    def test_target_info_carries_labels_and_no_password(self) -> None:
+        """monitor_target_info has the static labels and the URL without its password."""
+        _metrics, registry = _setup(API)
+        text = generate_latest(registry).decode()
+        assert 'team="core"' in text
+        assert "hunter2" not in text
+        assert _get(_samples(registry), "monitor_target_info", target="api", method="GET",
+                    team="core", url="https://user:***@127.0.0.1:8443/health") == 1
+
+    def test_http_target_has_no_certificate_series(self) -> None:
+        """Only targets that presented a certificate export an expiry."""
+        metrics, registry = _setup(WEB)
+        metrics.observe(_result("web"))
+        assert "monitor_tls_cert_expiry_timestamp_seconds{" not in generate_latest(
+            registry).decode()
+
+    def test_no_created_series(self) -> None:
+        """No _created series: they cost 20 % of the exposition for nothing here."""
+        metrics, registry = _setup(WEB)
+        metrics.observe(_result("web"))
+        assert "monitor_checks_created" not in generate_latest(registry).decode()
+
+
+class TestTargetsChange:
+    def test_removed_target_loses_every_series(self) -> None:
+        """set_targets without a target drops all of its series at once."""
+        metrics, registry = _setup(API, WEB)
+        metrics.observe(_result("api"))
+        metrics.set_targets([WEB])
+        assert 'target="api"' not in generate_latest(registry).decode()
+
+    def test_result_of_a_removed_target_is_ignored(self) -> None:
+        """A check that finishes after its target was removed adds nothing back."""
+        metrics, registry = _setup(WEB)
+        metrics.set_targets([])
+        metrics.observe(_result("web"))
+        assert 'target="web"' not in generate_latest(registry).decode()
+
+
+@pytest.fixture(scope="module")
+def promtool() -> str:
+    path = shutil.which("promtool")
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("promtool is missing: `make test` installs the Debian package prometheus")
+        pytest.skip("promtool not installed (apt-get install prometheus)")
+    return path
+
+
+def test_promtool_accepts_the_exposition(promtool: str) -> None:
+    """`promtool check metrics` finds no problem in a realistic exposition."""
+    metrics, registry = _setup(API, WEB, Target(name="idle", url="http://127.0.0.1:1/"))
+    metrics.observe(_result("api", expiry=2e9))
+    metrics.observe(_result("web", ok=False, reason="status", status=503, duration_s=3))
+    metrics.lateness.observe(0.002)
+    text = generate_latest(registry)
+    result = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
+                            check=False)
+    assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
+    assert b"monitor_schedule_lateness_seconds_bucket" in text
