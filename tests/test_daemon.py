@@ -219,8 +219,8 @@ async def test_sigint_twice_forces_exit(tmp_path: Path) -> None:
     """A second SIGINT skips the grace period: a long grace does not hold the exit."""
     app, hanging = _app()
     async with serve_app(app) as base:
-        config = _write(tmp_path / "m.yaml",
-                        f'targets: [{{name: s, url: "{base}/hang", interval: 60s, timeout: 50s}}]\n')
+        target = f'{{name: s, url: "{base}/hang", interval: 60s, timeout: 50s}}'
+        config = _write(tmp_path / "m.yaml", f"targets: [{target}]\n")
         async with run_daemon(config, env={"MONITOR_SHUTDOWN_GRACE_S": "300"}) as daemon:
             await asyncio.wait_for(hanging.wait(), 20)
             daemon.process.send_signal(signal.SIGINT)

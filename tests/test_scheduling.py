@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections import defaultdict
 
@@ -87,7 +88,7 @@ class TestRunning:
             await scheduler.stop(0)
         for runs in recorder.runs.values():
             dues = [due for due, _ in runs]
-            gaps = [b - a for a, b in zip(dues, dues[1:], strict=False)]
+            gaps = [b - a for a, b in itertools.pairwise(dues)]
             assert all(0.25 < gap < 0.35 for gap in gaps), gaps
 
     async def test_a_check_never_overlaps_itself(self) -> None:
