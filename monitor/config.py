@@ -8,6 +8,7 @@ Field names carry units (``interval_s``); the YAML keys are the short aliases op
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any, Literal
 
@@ -50,8 +51,8 @@ def parse_duration(value: object) -> float:
     else:
         msg = "expected a duration such as 30s, 5m or 1h30m"
         raise ValueError(msg)
-    if seconds <= 0:
-        msg = "a duration must be greater than zero"
+    if not math.isfinite(seconds) or seconds <= 0:
+        msg = "a duration must be a finite number greater than zero"
         raise ValueError(msg)
     return seconds
 
@@ -139,8 +140,9 @@ class TLS(_Strict):
 
 
 _NAME = r"^[A-Za-z0-9_.\-]+$"
+# The scheme is case-insensitive, as RFC 3986 says.
 _URL = re.compile(
-    r"^(https?)://(?:[^@/\s]+@)?(\[[0-9A-Fa-f:.]+\]|[^:/?#\s\[\]]+)(:\d{1,5})?([/?#]\S*)?$"
+    r"(?i)^(https?)://(?:[^@/\s]+@)?(\[[0-9A-Fa-f:.]+\]|[^:/?#\s\[\]]+)(:\d{1,5})?([/?#]\S*)?$"
 )
 
 # Label names the monitor itself puts on its series; a target's own labels may not reuse them.

@@ -84,7 +84,8 @@ def parse_config(text: str, filename: str, environ: Mapping[str, str]) -> Monito
         problems += _duplicate_names(raw_targets, lines)
 
     try:
-        config = MonitorFile.model_validate(data)
+        # Only the YAML keys (aliases) are accepted, not the Python names such as interval_s.
+        config = MonitorFile.model_validate(data, by_alias=True, by_name=False)
     except ValidationError as exc:
         problems += _explain(exc, data, lines)
         config = None
@@ -105,7 +106,10 @@ def _plain(
     if isinstance(node, CommentedMap):
         out: dict[Any, Any] = {}
         for key, value in node.items():
-            line, _col = node.lc.key(key)
+            try:
+                line, _col = node.lc.key(key)
+            except KeyError:  # a key brought in by a YAML merge (<<) has no line of its own
+                line = node.lc.line
             lines[(*loc, key)] = line + 1
             out[key] = _plain(value, (*loc, key), lines, environ, problems)
         return out
@@ -176,25 +180,25 @@ def _explain(
 ) -> list[tuple[int, str]]:
     errors = exc.errors()
     locs = [_real_loc(e["loc"], data, missing=e["type"] == "missing") for e in errors]
-    by_loc: dict[Loc, list[str]] = {}
+    by_loc: dict[tuple[int, Loc], list[str]] = {}
     for error, loc in zip(errors, locs, strict=True):
         # pydantic also says a tuple is "too short" when its items failed: noise.
         if error["type"] == "too_short" and any(o[: len(loc)] == loc != o for o in locs):
             continue
+        line, shown = _line_of(loc, lines)
         if error["type"] == "extra_forbidden":
-            message = f"unknown key{_suggest(loc, data)}"
+            message = f"unknown key{_suggest(shown)}"
         elif error["type"] == "missing":
             message = "required key is missing"
         else:
             message = str(error["msg"]).removeprefix("Value error, ")
             message = message[:1].lower() + message[1:]
-        by_loc.setdefault(loc, []).append(message)
-    problems = []
-    for loc, messages in by_loc.items():
-        line, shown = _line_of(loc, lines)
-        # A union's members each fail in their own words: one line, joined by "or".
-        problems.append((line, f"{_dotted(shown)}: {' or '.join(dict.fromkeys(messages))}"))
-    return problems
+        by_loc.setdefault((line, shown), []).append(message)
+    # A union's members each fail in their own words: one line, joined by "or".
+    return [
+        (line, f"{_dotted(shown)}: {' or '.join(dict.fromkeys(messages))}")
+        for (line, shown), messages in by_loc.items()
+    ]
 
 
 def _real_loc(loc: Loc, data: object, *, missing: bool) -> Loc:
@@ -216,7 +220,7 @@ def _real_loc(loc: Loc, data: object, *, missing: bool) -> Loc:
     return tuple(real)
 
 
-def _suggest(loc: Loc, data: dict[str, Any]) -> str:
+def _suggest(loc: Loc) -> str:
     """`` 'intervall' (did you mean 'interval'?)`` for a misspelt key."""
     if not loc or not isinstance(loc[-1], str):
         return ""

@@ -43,8 +43,9 @@ class Settings(BaseSettings):
     @field_validator("listen")
     @classmethod
     def _host_port(cls, value: str) -> str:
-        _host, sep, port = value.rpartition(":")
-        if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        host, sep, port = value.rpartition(":")
+        unbracketed_ipv6 = ":" in host and not (host.startswith("[") and host.endswith("]"))
+        if not sep or unbracketed_ipv6 or not port.isdigit() or not 0 <= int(port) < 65536:
             msg = f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:{DEFAULT_PORT})"
             raise ValueError(msg)
         return value

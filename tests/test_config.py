@@ -1,0 +1,449 @@
+"""The target file models (:mod:`monitor.config`), loader (:mod:`monitor.loader`) and settings."""
+
+from __future__ import annotations
+
+import math
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from monitor.config import Expect, MonitorFile, parse_duration
+from monitor.loader import ConfigError, load_config, parse_config
+from monitor.settings import DEFAULT_BUCKETS_S, Settings
+
+ONE_TARGET = """\
+targets:
+  - name: web
+    url: https://example.com/
+"""
+
+
+def load(text: str, environ: dict[str, str] | None = None) -> MonitorFile:
+    return parse_config(textwrap.dedent(text), "m.yaml", environ or {})
+
+
+def problems(text: str, environ: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load(text, environ)
+    assert str(info.value) == "\n".join(info.value.problems)
+    return info.value.problems
+
+
+class TestParseDuration:
+    @pytest.mark.parametrize(
+        ("value", "seconds"),
+        [
+            ("500ms", 0.5),
+            ("30s", 30.0),
+            ("5m", 300.0),
+            ("1h30m", 5400.0),
+            ("14d", 14 * 86400.0),
+            (" 2m ", 120.0),
+            ("45", 45.0),
+            ("0.25", 0.25),
+            (30, 30.0),
+            (2.5, 2.5),
+        ],
+    )
+    def test_reads_units_and_plain_numbers(self, value: object, seconds: float) -> None:
+        """Durations with units, and plain numbers as seconds, become float seconds."""
+        assert parse_duration(value) == pytest.approx(seconds)
+
+    @pytest.mark.parametrize("value", ["", "5x", "30 s", "m", "30s!", "1h-30m", "5M", "fast"])
+    def test_rejects_malformed_text(self, value: str) -> None:
+        """Text that is not entirely number+unit parts is an error naming the value."""
+        with pytest.raises(ValueError, match="is not a duration"):
+            parse_duration(value)
+
+    @pytest.mark.parametrize("value", [0, 0.0, -1, "0s", "0", "-5", "0ms"])
+    def test_rejects_zero_and_negative(self, value: object) -> None:
+        """A duration must be positive."""
+        with pytest.raises(ValueError, match="greater than zero"):
+            parse_duration(value)
+
+    @pytest.mark.parametrize("value", [True, False, None, [30], {"s": 30}])
+    def test_rejects_bool_and_other_types(self, value: object) -> None:
+        """YAML `yes`/`true` is not one second, and lists or nulls are not durations."""
+        with pytest.raises(ValueError, match="expected a duration"):
+            parse_duration(value)
+
+    @pytest.mark.parametrize("value", ["nan", "inf", "1e999", math.nan, math.inf])
+    def test_rejects_nan_and_infinity(self, value: object) -> None:
+        """NaN and infinity are not durations (NaN even slips past timeout <= interval)."""
+        with pytest.raises(ValueError):  # noqa: PT011 - any ValueError is a field error
+            parse_duration(value)
+
+
+class TestStatusSpec:
+    def test_accepts_codes_and_classes(self) -> None:
+        """Ints, numeric strings and classes are kept; classes are normalised to lower case."""
+        expect = Expect(status=(200, "2xx", "404", " 3XX "))
+        assert expect.status == (200, "2xx", 404, "3xx")
+
+    @pytest.mark.parametrize("status", ["6xx", "2XXX", "ok", "", 99, 600, "99", -200])
+    def test_rejects_non_statuses(self, status: object) -> None:
+        """Codes outside 100-599 and classes other than 1xx-5xx are errors."""
+        with pytest.raises(ValidationError, match=r"not an HTTP status|neither a status code"):
+            Expect(status=(status,))
+
+    def test_rejects_empty_list(self) -> None:
+        """An empty status list would make every check fail: it is an error."""
+        with pytest.raises(ValidationError, match="at least 1 item"):
+            Expect(status=())
+
+    @pytest.mark.parametrize(
+        ("spec", "passing", "failing"),
+        [
+            ((200,), [200], [201, 204, 500]),
+            (("2xx",), [200, 204, 299], [199, 300, 404]),
+            (("2xx", "3xx"), [200, 302, 399], [100, 400, 503]),
+            ((404, "5xx"), [404, 500, 599], [200, 403, 405]),
+        ],
+    )
+    def test_status_ok(
+        self, spec: tuple[int | str, ...], passing: list[int], failing: list[int]
+    ) -> None:
+        """status_ok accepts exactly the listed codes and the codes of the listed classes."""
+        expect = Expect(status=spec)
+        assert [s for s in passing + failing if expect.status_ok(s)] == passing
+
+
+class TestDefaultsMerge:
+    TEXT = """\
+        defaults:
+          interval: 30s
+          headers: {User-Agent: probe, Accept: text/html}
+          expect: {status: [200], max_latency: 2s}
+          tls: {verify: false}
+          labels: {env: prod, team: ops}
+        targets:
+          - name: a
+            url: https://a.example/
+            interval: 5m
+            headers: {Accept: application/json, X-Extra: "1"}
+            expect: {body_contains: ok}
+            tls: {ca_file: /ca.pem}
+            labels: {team: web}
+          - name: b
+            url: https://b.example/
+        """
+
+    def test_scalar_from_target_wins(self) -> None:
+        """A target's own scalar option overrides the default; others inherit it."""
+        a, b = load(self.TEXT).targets
+        assert (a.interval_s, b.interval_s) == (300.0, 30.0)
+
+    def test_headers_merge_key_by_key(self) -> None:
+        """A target's headers add to and override the default headers one by one."""
+        a, b = load(self.TEXT).targets
+        assert a.headers == {"User-Agent": "probe", "Accept": "application/json", "X-Extra": "1"}
+        assert b.headers == {"User-Agent": "probe", "Accept": "text/html"}
+
+    def test_expect_merges_key_by_key(self) -> None:
+        """A target's expect keeps the default status and latency and adds its own check."""
+        a = load(self.TEXT).targets[0]
+        assert a.expect == Expect(status=(200,), max_latency_s=2.0, body_contains="ok")
+
+    def test_tls_merges_key_by_key(self) -> None:
+        """A target's ca_file does not reset the default verify: false."""
+        a = load(self.TEXT).targets[0]
+        assert (a.tls.verify, a.tls.ca_file) == (False, "/ca.pem")
+
+    def test_labels_merge_key_by_key(self) -> None:
+        """A target's labels override matching default labels and keep the others."""
+        a, b = load(self.TEXT).targets
+        assert a.labels == {"env": "prod", "team": "web"}
+        assert b.labels == {"env": "prod", "team": "ops"}
+
+    def test_unset_options_take_model_defaults(self) -> None:
+        """With no defaults block, a target gets the documented model defaults."""
+        target = load(ONE_TARGET).targets[0]
+        assert (target.interval_s, target.timeout_s, target.method) == (60.0, 10.0, "GET")
+        assert target.expect.status == ("2xx", "3xx")
+
+
+class TestEnvSubstitution:
+    TEXT = ONE_TARGET + "    headers:\n      X-Value: {value}\n"
+
+    @pytest.mark.parametrize(
+        ("value", "environ", "result"),
+        [
+            ('"${TOKEN}"', {"TOKEN": "s3cret"}, "s3cret"),
+            ('"Bearer ${TOKEN}!"', {"TOKEN": "s3cret"}, "Bearer s3cret!"),
+            ('"${TOKEN:-none}"', {}, "none"),
+            ('"${TOKEN:-none}"', {"TOKEN": ""}, "none"),
+            ('"${TOKEN:-none}"', {"TOKEN": "set"}, "set"),
+            ('"${TOKEN:-}"', {}, ""),
+            ('"${TOKEN}"', {"TOKEN": ""}, ""),
+            ('"cost: $$5"', {}, "cost: $5"),
+            ('"$${TOKEN}"', {"TOKEN": "s3cret"}, "${TOKEN}"),
+            ('"$5 and $X"', {}, "$5 and $X"),
+        ],
+    )
+    def test_substitutes(self, value: str, environ: dict[str, str], result: str) -> None:
+        """${VAR}, ${VAR:-default} and $$ are expanded; other dollars are left alone."""
+        target = load(self.TEXT.format(value=value), environ).targets[0]
+        assert target.headers["X-Value"] == result
+
+    def test_missing_variable_reported_at_its_value(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """An unset ${VAR} is an error at its value's line; os.environ is not consulted."""
+        monkeypatch.setenv("TOKEN", "from-os")
+        text = ONE_TARGET + '    headers:\n      Accept: "*/*"\n      X-Token: "${TOKEN}"\n'
+        assert problems(text) == [
+            "m.yaml:6: targets[0].headers.X-Token: ${TOKEN} is not set in the environment"
+        ]
+
+    def test_missing_variable_in_defaults_reported_once(self) -> None:
+        """A ${VAR} in defaults is substituted once, so it is reported once, in defaults."""
+        text = 'defaults:\n  headers: {X-Token: "${TOKEN}"}\n' + ONE_TARGET
+        text += "  - name: other\n    url: https://other.example/\n"
+        assert problems(text) == [
+            "m.yaml:2: defaults.headers.X-Token: ${TOKEN} is not set in the environment"
+        ]
+
+
+class TestProblems:
+    def test_unknown_key_suggests_the_closest(self) -> None:
+        """A misspelt key is reported at its line with a did-you-mean, else the known keys."""
+        text = ONE_TARGET + "    intervall: 30s\n    expect: {stauts: [200]}\nwibble: 1\n"
+        assert problems(text) == [
+            "m.yaml:4: targets[0].intervall: unknown key 'intervall' (did you mean 'interval'?)",
+            "m.yaml:5: targets[0].expect.stauts: unknown key 'stauts' (did you mean 'status'?)",
+            "m.yaml:6: wibble: unknown key 'wibble' (known keys: defaults, targets)",
+        ]
+
+    def test_wrong_type(self) -> None:
+        """A value of the wrong type is reported at its line and dotted path."""
+        text = ONE_TARGET + "    max_redirects: lots\n    headers: {X-A: [1]}\n"
+        assert problems(text) == [
+            "m.yaml:4: targets[0].max_redirects: input should be a valid integer, "
+            "unable to parse string as an integer",
+            "m.yaml:5: targets[0].headers.X-A: input should be a valid string",
+        ]
+
+    def test_duplicate_name(self) -> None:
+        """A reused name is reported on its second use, naming the line of the first."""
+        text = ONE_TARGET + "  - name: api\n    url: https://a.example/\n"
+        text += "  - name: web\n    url: https://b.example/\n"
+        assert problems(text) == [
+            "m.yaml:6: targets[2].name: duplicate name 'web' (first used on line 2)"
+        ]
+
+    @pytest.mark.parametrize(
+        ("url", "message"),
+        [
+            ("ftp://example.com/", "'ftp://example.com/' is not an http:// or https:// URL"),
+            ("https://", "'https://' is not an http:// or https:// URL"),
+            ("example.com", "'example.com' is not an http:// or https:// URL"),
+            ("https://example.com:70000/", "port 70000 is out of range"),
+            ("https://example.com:0/", "port 0 is out of range"),
+        ],
+    )
+    def test_bad_url(self, url: str, message: str) -> None:
+        """Only http(s) URLs with a host and a valid port are accepted."""
+        text = f"targets:\n  - name: web\n    url: '{url}'\n"
+        found = problems(text)
+        assert len(found) == 1
+        assert found[0].startswith(f"m.yaml:3: targets[0].url: {message}")
+
+    @pytest.mark.parametrize("url", ["http://[::1]:8080/x", "https://u:p@h.example/?q#f"])
+    def test_good_url(self, url: str) -> None:
+        """IPv6 literals, user info, query and fragment are valid URLs."""
+        assert load(f"targets:\n  - name: w\n    url: '{url}'\n").targets[0].url == url
+
+    def test_timeout_longer_than_interval(self) -> None:
+        """A timeout above the interval is reported on the target's line."""
+        text = ONE_TARGET + "    interval: 5s\n    timeout: 10s\n"
+        assert problems(text) == [
+            "m.yaml:2: targets[0]: timeout (10s) is longer than interval (5s): "
+            "a check would overlap the next one"
+        ]
+
+    def test_missing_name_and_url(self) -> None:
+        """A target without name or url is reported at the target's line."""
+        text = "targets:\n  - url: https://a.example/\n  - name: b\n"
+        assert problems(text) == [
+            "m.yaml:2: targets[0].name: required key is missing",
+            "m.yaml:3: targets[1].url: required key is missing",
+        ]
+
+    def test_error_inherited_from_defaults_reported_once(self) -> None:
+        """A bad default is reported once, at its line in defaults, not once per target."""
+        text = "defaults:\n  expect:\n    status: [6xx]\n" + ONE_TARGET
+        text += "  - name: b\n    url: https://b.example/\n    expect: {body_contains: x}\n"
+        assert problems(text) == [
+            "m.yaml:3: defaults.expect.status[0]: '6xx' is neither a status code "
+            "nor a class such as 2xx"
+        ]
+
+    def test_target_override_of_a_bad_default_is_its_own(self) -> None:
+        """A target's own bad value is reported at the target even when defaults set it too."""
+        text = (
+            "defaults:\n  expect: {status: [200]}\n" + ONE_TARGET + "    expect: {status: [99]}\n"
+        )
+        assert problems(text) == [
+            "m.yaml:6: targets[0].expect.status[0]: 99 is not an HTTP status code (100-599)"
+        ]
+
+    def test_several_problems_in_line_order(self) -> None:
+        """Every problem in the file is reported at once, sorted by line."""
+        text = """\
+            defaults:
+              timeout: soon
+            targets:
+              - name: a
+                url: ftp://a.example/
+                method: FETCH
+              - name: a
+                url: https://b.example/
+                expect: {status: [6xx]}
+            """
+        lines = [p.split(":")[1] for p in problems(text)]
+        assert lines == ["2", "5", "6", "7", "9"]
+
+    @pytest.mark.parametrize("key", ["zzzzq", "nme"])
+    def test_unknown_key_in_defaults_reported_once(self, key: str) -> None:
+        """An unknown key in defaults is one problem, without suggesting target-only keys."""
+        found = problems(f"defaults:\n  {key}: 1\n" + ONE_TARGET)
+        assert len(found) == 1
+        assert found[0].startswith(f"m.yaml:2: defaults.{key}: unknown key")
+        assert "'name'" not in found[0]
+        assert ", url" not in found[0]
+
+    def test_field_names_are_not_yaml_keys(self) -> None:
+        """interval_s is an unknown key as in the JSON schema (it clashes with defaults)."""
+        assert problems(ONE_TARGET + "    interval_s: 10\n") == [
+            "m.yaml:4: targets[0].interval_s: unknown key 'interval_s' (did you mean 'interval'?)"
+        ]
+
+    def test_yaml_merge_key_does_not_crash(self) -> None:
+        """A target copied with `<<: *anchor` loads with the anchored keys (no KeyError)."""
+        text = "targets:\n  - &web\n    name: a\n    url: https://a.example/\n"
+        text += "  - <<: *web\n    name: b\n"
+        config = load(text)
+        assert config.targets[1].url == "https://a.example/"
+
+
+class TestFileProblems:
+    @pytest.mark.parametrize(
+        ("text", "problem"),
+        [
+            (ONE_TARGET + "    headers: {A: b\n", "m.yaml:5: invalid YAML: "),
+            (
+                ONE_TARGET + "    name: again\n",
+                'm.yaml:4: invalid YAML: found duplicate key "name"',
+            ),
+            ("", "m.yaml:1: the file is empty: it needs a 'targets' list"),
+            ("# only a comment\n---\n", "m.yaml:1: the file is empty: it needs a 'targets' list"),
+            ("- a\n- b\n", "m.yaml:1: the top level must be a mapping with a 'targets' list"),
+            ("just text\n", "m.yaml:1: the top level must be a mapping with a 'targets' list"),
+            ("targets: []\n", "m.yaml:1: targets: tuple should have at least 1 item"),
+            ("defaults: {}\n", "m.yaml:1: targets: required key is missing"),
+            ("targets:\n  - web\n", "m.yaml:2: targets[0]: input should be a valid dictionary"),
+        ],
+    )
+    def test_one_problem_for_an_unusable_file(self, text: str, problem: str) -> None:
+        """Bad YAML (with its line), an empty file, or no targets list is one clear problem."""
+        found = problems(text)
+        assert len(found) == 1
+        assert found[0].startswith(problem)
+
+    def test_load_config_reads_a_file(self, tmp_path: Path) -> None:
+        """load_config reads the file, substitutes from environ and names the file in problems."""
+        path = tmp_path / "monitor.yaml"
+        path.write_text(ONE_TARGET + '    headers: {X-T: "${T}"}\n', encoding="utf-8")
+        assert load_config(path, environ={"T": "x"}).targets[0].headers == {"X-T": "x"}
+        with pytest.raises(ConfigError) as info:
+            load_config(str(path), environ={})
+        assert info.value.problems == [
+            f"{path}:4: targets[0].headers.X-T: ${{T}} is not set in the environment"
+        ]
+
+    def test_missing_file(self, tmp_path: Path) -> None:
+        """A missing file is one problem saying how to point at the right one."""
+        path = tmp_path / "nope.yaml"
+        with pytest.raises(ConfigError) as info:
+            load_config(path, environ={})
+        assert info.value.problems == [
+            f"{path}: no such file (set it with --config or MONITOR_CONFIG)"
+        ]
+
+    @pytest.mark.parametrize("kind", ["directory", "latin-1"])
+    def test_unreadable_file(self, tmp_path: Path, kind: str) -> None:
+        """A directory, or bytes that are not UTF-8, is reported rather than raised."""
+        path = tmp_path / "latin1.yaml"
+        if kind == "directory":
+            path.mkdir()
+        else:
+            path.write_bytes(b"targets:\n  - name: caf\xe9\n")
+        with pytest.raises(ConfigError) as info:
+            load_config(path, environ={})
+        assert len(info.value.problems) == 1
+        assert info.value.problems[0].startswith(f"{path}: cannot read: ")
+
+
+class TestSettings:
+    @pytest.fixture(autouse=True)
+    def _clean_env(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        for name in [n for n in os.environ if n.upper().startswith("MONITOR_")]:
+            monkeypatch.delenv(name)
+        monkeypatch.chdir(tmp_path)  # no stray .env file can leak in
+
+    def test_defaults(self) -> None:
+        """Without environment, settings have their documented defaults."""
+        settings = Settings()
+        assert (settings.listen, settings.max_concurrency) == ("127.0.0.1:9834", 100)
+        assert settings.duration_buckets_s == DEFAULT_BUCKETS_S
+        assert (settings.listen_host, settings.listen_port) == ("127.0.0.1", 9834)
+
+    def test_reads_environment(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """MONITOR_* variables set the fields; buckets are comma separated."""
+        monkeypatch.setenv("MONITOR_LISTEN", "[::1]:9100")
+        monkeypatch.setenv("MONITOR_MAX_CONCURRENCY", "7")
+        monkeypatch.setenv("MONITOR_DURATION_BUCKETS_S", "0.1, 0.5,2,")
+        settings = Settings()
+        assert (settings.listen_host, settings.listen_port) == ("::1", 9100)
+        assert settings.max_concurrency == 7
+        assert settings.duration_buckets_s == (0.1, 0.5, 2.0)
+
+    def test_init_kwargs_override_environment(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Values passed in (from command-line flags) win over MONITOR_* variables."""
+        monkeypatch.setenv("MONITOR_LISTEN", "0.0.0.0:9000")
+        monkeypatch.setenv("MONITOR_MAX_CONCURRENCY", "7")
+        settings = Settings(listen="127.0.0.1:1234", max_concurrency=3)
+        assert (settings.listen, settings.max_concurrency) == ("127.0.0.1:1234", 3)
+
+    @pytest.mark.parametrize("listen", ["9834", "localhost", "host:port", "h:65536", "h:-1"])
+    def test_bad_listen(self, monkeypatch: pytest.MonkeyPatch, listen: str) -> None:
+        """A listen value that is not HOST:PORT is rejected with an example."""
+        monkeypatch.setenv("MONITOR_LISTEN", listen)
+        with pytest.raises(ValidationError, match=r"is not HOST:PORT \(e\.g\. 127\.0\.0\.1:9834"):
+            Settings()
+
+    @pytest.mark.parametrize(
+        ("buckets", "message"),
+        [
+            ("1,1", "strictly increasing"),
+            ("0.5,0.1", "strictly increasing"),
+            ("0.1,0.5,0.5,1", "strictly increasing"),
+            ("", "at least 1 item"),
+            ("0.1,fast", "could not convert"),
+        ],
+    )
+    def test_bad_buckets(self, monkeypatch: pytest.MonkeyPatch, buckets: str, message: str) -> None:
+        """Buckets that repeat, go down, are missing or are not numbers are rejected."""
+        monkeypatch.setenv("MONITOR_DURATION_BUCKETS_S", buckets)
+        with pytest.raises(ValidationError, match=message):
+            Settings()
+
+
+def test_unbracketed_ipv6_listen_is_refused() -> None:
+    """`::1:9834` is ambiguous: IPv6 listen addresses need brackets, `[::1]:9834`."""
+    from monitor.settings import Settings
+
+    with pytest.raises(ValueError, match="HOST:PORT"):
+        Settings(listen="::1:9834")
+    assert Settings(listen="[::1]:9834").listen_host == "::1"

@@ -1,0 +1,138 @@
+"""The shipped JSON schema and example files stay in step with :mod:`monitor.config`."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+from ruamel.yaml import YAML
+
+from monitor.config import TLS, Expect, MonitorFile, Target, json_schema
+from monitor.loader import load_config, parse_config
+
+ROOT = Path(__file__).resolve().parent.parent
+SCHEMA = ROOT / "config" / "monitor.schema.json"
+EXAMPLE = ROOT / "monitor.example.yaml"
+EXAMPLES = sorted((ROOT / "config" / "examples").glob("*.yaml"))
+ALL_EXAMPLES = [EXAMPLE, *EXAMPLES]
+
+
+def _keys(model: type[BaseModel]) -> list[str]:
+    return [field.alias or name for name, field in model.model_fields.items()]
+
+
+def _uncommented(text: str) -> str:
+    """The example with its commented-out targets (``  # - name:`` and below) switched on."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("targets:"))
+    active = [re.sub(r"^  # (- |  )", r"  \1", line) for line in lines[start:]]
+    return "\n".join(lines[:start] + active) + "\n"
+
+
+def _yaml_data(path: Path) -> Any:
+    return YAML(typ="safe", pure=True).load(path.read_text(encoding="utf-8"))
+
+
+class TestSchemaFile:
+    def test_matches_generated_schema(self) -> None:
+        """config/monitor.schema.json is byte for byte what json_schema() generates now."""
+        expected = json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
+        actual = SCHEMA.read_text(encoding="utf-8") if SCHEMA.exists() else ""
+        assert actual == expected, (
+            "config/monitor.schema.json is out of date with monitor/config.py; regenerate it "
+            "with: python -m monitor schema > config/monitor.schema.json"
+        )
+
+    def test_schema_describes_the_yaml_keys(self) -> None:
+        """The schema names the YAML aliases (interval), not the field names (interval_s)."""
+        target = json_schema()["$defs"]["Target"]["properties"]
+        assert set(target) == set(_keys(Target))
+        assert "interval" in target
+        assert "interval_s" not in target
+
+    def test_example_points_editors_at_the_schema(self) -> None:
+        """The example's first line is the yaml-language-server modeline for the schema."""
+        first = EXAMPLE.read_text(encoding="utf-8").splitlines()[0]
+        assert first == "# yaml-language-server: $schema=config/monitor.schema.json"
+
+
+class TestExamples:
+    def test_there_are_examples(self) -> None:
+        """config/examples holds minimal.yaml, so the parametrized tests below run on it."""
+        assert "minimal.yaml" in [p.name for p in EXAMPLES]
+
+    @pytest.mark.parametrize("path", ALL_EXAMPLES, ids=lambda p: p.name)
+    def test_loads_without_environment(self, path: Path) -> None:
+        """Every shipped example loads with an empty environment (only ${VAR:-default})."""
+        config = load_config(path, environ={})
+        assert isinstance(config, MonitorFile)
+        assert config.targets
+
+    def test_minimal_has_two_bare_targets(self) -> None:
+        """minimal.yaml is two targets with only name and url, everything else default."""
+        data = _yaml_data(ROOT / "config" / "examples" / "minimal.yaml")
+        assert list(data) == ["targets"]
+        assert [sorted(t) for t in data["targets"]] == [["name", "url"], ["name", "url"]]
+
+    def test_active_targets_are_harmless_public_sites(self) -> None:
+        """The example's active targets are public https sites, not hosts only we have."""
+        config = load_config(EXAMPLE, environ={})
+        hosts = {re.sub(r"^https://([^/]+)/.*$", r"\1", t.url) for t in config.targets}
+        assert hosts <= {"example.com", "www.python.org"}
+
+    def test_default_header_comes_from_the_fallback(self) -> None:
+        """The example's ${VAR:-default} header uses the environment when it is set."""
+        unset = load_config(EXAMPLE, environ={})
+        custom = load_config(EXAMPLE, environ={"MONITOR_USER_AGENT": "probe/2"})
+        assert unset.targets[0].headers["User-Agent"].startswith("uptime-monitor")
+        assert custom.targets[0].headers["User-Agent"] == "probe/2"
+
+    def test_commented_out_targets_are_valid_too(self) -> None:
+        """Uncommenting the example's extra targets gives a file that loads."""
+        text = _uncommented(EXAMPLE.read_text(encoding="utf-8"))
+        config = parse_config(text, "uncommented.yaml", {"API_TOKEN": "secret"})
+        assert len(config.targets) > 2
+        assert "Bearer secret" in {t.headers.get("Authorization") for t in config.targets}
+
+
+class TestExampleCoverage:
+    @pytest.mark.parametrize(
+        ("model", "key"),
+        [(m, k) for m in (MonitorFile, Target, Expect, TLS) for k in _keys(m)],
+        ids=lambda v: v if isinstance(v, str) else v.__name__,
+    )
+    def test_every_option_is_shown(self, model: type[BaseModel], key: str) -> None:
+        """Each YAML key of the models appears in monitor.example.yaml, active or commented."""
+        text = EXAMPLE.read_text(encoding="utf-8")
+        pattern = rf"^\s*(#\s*)?(-\s+)?{re.escape(key)}:"
+        assert re.search(pattern, text, re.MULTILINE), f"{model.__name__}.{key} is not shown"
+
+    @pytest.mark.parametrize("key", [k for m in (Target, Expect, TLS) for k in _keys(m)])
+    def test_every_option_is_explained(self, key: str) -> None:
+        """Each option's first appearance in the example carries a comment with its default."""
+        lines = EXAMPLE.read_text(encoding="utf-8").splitlines()
+        pattern = re.compile(rf"^\s*(#\s*)?(-\s+)?{re.escape(key)}:.*#\s*\S")
+        line = next((line for line in lines if pattern.match(line)), None)
+        assert line is not None, f"no commented line for {key!r}"
+        assert "default" in line or "required" in line, line
+
+
+class TestJsonSchemaValidation:
+    @pytest.mark.parametrize("path", ALL_EXAMPLES, ids=lambda p: p.name)
+    def test_examples_validate_against_schema(self, path: Path) -> None:
+        """The shipped examples are valid per the JSON schema editors use."""
+        jsonschema = pytest.importorskip("jsonschema")
+        validator = jsonschema.Draft202012Validator(json.loads(SCHEMA.read_text("utf-8")))
+        errors = [e.message for e in validator.iter_errors(_yaml_data(path))]
+        assert errors == []
+
+    def test_schema_rejects_a_typo(self) -> None:
+        """The schema catches an unknown key as the loader does, so the check above has teeth."""
+        jsonschema = pytest.importorskip("jsonschema")
+        validator = jsonschema.Draft202012Validator(json_schema())
+        bad = {"targets": [{"name": "a", "url": "https://example.com/", "intervall": "5s"}]}
+        assert not validator.is_valid(bad)
