@@ -121,6 +121,11 @@ class Expect(_Strict):
     max_latency_s: Duration | None = Field(
         default=None, alias="max_latency", description="a slower answer fails with reason latency"
     )
+    warn_latency_s: Duration | None = Field(
+        default=None,
+        alias="warn_latency",
+        description="a slower answer passes but makes the target degraded (a warning)",
+    )
 
     def status_ok(self, status: int) -> bool:
         """Whether ``status`` is one of the accepted codes or classes."""
@@ -137,6 +142,34 @@ class TLS(_Strict):
     ca_file: str | None = Field(
         default=None, description="PEM file of CA certificates to trust instead of the system's"
     )
+    expiry_warning_s: Duration = Field(
+        default=14 * 86400.0,
+        alias="expiry_warning",
+        description="a certificate expiring within this makes the target degraded",
+    )
+
+
+class Alerts(_Strict):
+    """When and whom to tell about a target's state changes."""
+
+    notifiers: tuple[str, ...] = Field(
+        default=(), description="names from the top-level notifiers list; replaces the default"
+    )
+    failure_threshold: int = Field(
+        default=3, ge=1, le=100, description="consecutive failed checks before down"
+    )
+    success_threshold: int = Field(
+        default=1, ge=1, le=100, description="consecutive passing checks before up again"
+    )
+    retry_interval_s: Duration | None = Field(
+        default=None,
+        alias="retry_interval",
+        description="re-check this soon while a change is unconfirmed; default interval/5, >= 1s",
+    )
+    repeat_interval_s: Duration | None = Field(
+        default=None, alias="repeat_interval", description="remind while still down; off by default"
+    )
+    send_resolved: bool = Field(default=True, description="send a message when it recovers")
 
 
 _NAME = r"^[A-Za-z0-9_.\-]+$"
@@ -187,6 +220,7 @@ class TargetOptions(_Strict):
     )
     expect: Expect = Field(default_factory=Expect)
     tls: TLS = Field(default_factory=TLS)
+    alerts: Alerts = Field(default_factory=Alerts)
     labels: dict[Annotated[str, Field(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")], str] = Field(
         default_factory=dict, description="static labels, exported on monitor_target_info"
     )
@@ -207,6 +241,13 @@ class Target(TargetOptions):
     name: str = Field(pattern=_NAME, max_length=200, description="unique; letters, digits, _ . -")
     url: Annotated[str, AfterValidator(_check_url)]
 
+    @property
+    def retry_interval_s(self) -> float:
+        """How soon to re-check while a state change is unconfirmed."""
+        if self.alerts.retry_interval_s is not None:
+            return min(self.alerts.retry_interval_s, self.interval_s)
+        return min(self.interval_s, max(1.0, self.interval_s / 5))
+
     @model_validator(mode="after")
     def _timeout_within_interval(self) -> Target:
         if self.timeout_s > self.interval_s:
@@ -222,15 +263,84 @@ class DefaultOptions(TargetOptions):
     """``defaults``: the same options as a target, without name and url."""
 
 
+class _Notifier(_Strict):
+    name: str = Field(pattern=_NAME, max_length=200, description="unique; targets refer to it")
+    timeout_s: Duration = Field(default=10.0, alias="timeout", description="per delivery attempt")
+    give_up_after_s: Duration = Field(
+        default=86400.0, alias="give_up_after", description="retry undelivered messages this long"
+    )
+    max_backoff_s: Duration = Field(
+        default=300.0, alias="max_backoff", description="longest wait between two attempts"
+    )
+
+
+class WebhookNotifier(_Notifier):
+    """JSON POST of the documented payload."""
+
+    type: Literal["webhook"]
+    url: Annotated[str, AfterValidator(_check_url)]
+    headers: dict[str, str] = Field(default_factory=dict, description="e.g. ${VAR} secrets")
+
+
+class SlackNotifier(_Notifier):
+    """A Slack incoming webhook."""
+
+    type: Literal["slack"]
+    url: Annotated[str, AfterValidator(_check_url)]
+
+
+class AlertmanagerNotifier(_Notifier):
+    """Alerts pushed to Alertmanager's /api/v2/alerts, re-sent while firing."""
+
+    type: Literal["alertmanager"]
+    url: Annotated[str, AfterValidator(_check_url)] = Field(description="Alertmanager's base URL")
+    headers: dict[str, str] = Field(default_factory=dict)
+    resend_interval_s: Duration = Field(
+        default=60.0, alias="resend_interval", description="re-send firing alerts this often"
+    )
+
+
+class EmailNotifier(_Notifier):
+    """E-mail over SMTP."""
+
+    type: Literal["email"]
+    host: str = Field(min_length=1)
+    port: int = Field(default=587, ge=1, le=65535)
+    security: Literal["starttls", "tls", "none"] = Field(
+        default="starttls", description="starttls (port 587), tls (port 465) or none"
+    )
+    username: str | None = None
+    password: str | None = Field(default=None, description="use ${VAR}")
+    sender: str = Field(alias="from", min_length=3, description="the From address")
+    to: tuple[str, ...] = Field(min_length=1, description="recipients")
+    tls_verify: bool = True
+    ca_file: str | None = None
+
+
+class PagerDutyNotifier(_Notifier):
+    """PagerDuty Events API v2; the incident id is the dedup key."""
+
+    type: Literal["pagerduty"]
+    routing_key: str = Field(min_length=1, description="the integration key; use ${VAR}")
+    url: Annotated[str, AfterValidator(_check_url)] = "https://events.pagerduty.com/v2/enqueue"
+
+
+Notifier = Annotated[
+    WebhookNotifier | SlackNotifier | AlertmanagerNotifier | EmailNotifier | PagerDutyNotifier,
+    Field(discriminator="type"),
+]
+
+
 class MonitorFile(_Strict):
     """The whole YAML file."""
 
     defaults: DefaultOptions = Field(default_factory=DefaultOptions)
+    notifiers: tuple[Notifier, ...] = Field(default=(), description="where alerts go")
     targets: tuple[Target, ...] = Field(min_length=1)
 
 
 # Keys whose mappings merge key by key from ``defaults`` into a target.
-MERGED_MAPPINGS = ("headers", "expect", "tls", "labels")
+MERGED_MAPPINGS = ("headers", "expect", "tls", "labels", "alerts")
 
 
 def json_schema() -> dict[str, Any]:

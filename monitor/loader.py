@@ -81,7 +81,11 @@ def parse_config(text: str, filename: str, environ: Mapping[str, str]) -> Monito
     raw_targets = data.get("targets")
     if isinstance(raw_targets, list):
         data["targets"] = [_merge(defaults, t) if isinstance(t, dict) else t for t in raw_targets]
-        problems += _duplicate_names(raw_targets, lines)
+        problems += _duplicate_names(raw_targets, "targets", lines)
+    raw_notifiers = data.get("notifiers")
+    if isinstance(raw_notifiers, list):
+        problems += _duplicate_names(raw_notifiers, "notifiers", lines)
+        problems += _unknown_notifiers(data, raw_notifiers, lines)
 
     try:
         # Only the YAML keys (aliases) are accepted, not the Python names such as interval_s.
@@ -158,13 +162,13 @@ def _merge(defaults: dict[str, Any], target: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _duplicate_names(targets: list[Any], lines: dict[Loc, int]) -> list[tuple[int, str]]:
+def _duplicate_names(items: list[Any], key: str, lines: dict[Loc, int]) -> list[tuple[int, str]]:
     first_line: dict[str, int] = {}
     problems = []
-    for index, target in enumerate(targets):
+    for index, target in enumerate(items):
         if not isinstance(target, dict) or not isinstance(target.get("name"), str):
             continue
-        loc: Loc = ("targets", index, "name")
+        loc: Loc = (key, index, "name")
         line = _line_of(loc, lines)[0]
         name = target["name"]
         if name in first_line:
@@ -172,6 +176,28 @@ def _duplicate_names(targets: list[Any], lines: dict[Loc, int]) -> list[tuple[in
             problems.append((line, msg))
         else:
             first_line[name] = line
+    return problems
+
+
+def _unknown_notifiers(
+    data: dict[str, Any], notifiers: list[Any], lines: dict[Loc, int]
+) -> list[tuple[int, str]]:
+    """Every ``alerts.notifiers`` entry must name a configured notifier."""
+    known = {n.get("name") for n in notifiers if isinstance(n, dict)}
+    places: list[tuple[Loc, Any]] = [(("defaults",), data.get("defaults"))]
+    places += [(("targets", i), t) for i, t in enumerate(data.get("targets") or [])]
+    problems = []
+    for loc, owner in places:
+        alerts = owner.get("alerts") if isinstance(owner, dict) else None
+        names = alerts.get("notifiers") if isinstance(alerts, dict) else None
+        if not isinstance(names, list):
+            continue
+        for index, name in enumerate(names):
+            if isinstance(name, str) and name not in known:
+                where: Loc = (*loc, "alerts", "notifiers", index)
+                line, shown = _line_of(where, lines)
+                choices = ", ".join(sorted(str(k) for k in known)) or "none are configured"
+                problems.append((line, f"{_dotted(shown)}: no notifier named {name!r} ({choices})"))
     return problems
 
 
@@ -210,12 +236,12 @@ def _real_loc(loc: Loc, data: object, *, missing: bool) -> Loc:
             node = node[part]
         elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
             node = node[part]
-        elif isinstance(node, dict) and isinstance(part, str):
+        elif isinstance(node, dict) and isinstance(part, str) and part is loc[-1]:
             if missing:
                 real.append(part)
             break
         else:
-            continue  # a union tag such as "int": not a place in the file
+            continue  # a union tag ("int", "webhook"): not a place in the file
         real.append(part)
     return tuple(real)
 

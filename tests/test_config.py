@@ -212,7 +212,7 @@ class TestProblems:
         assert problems(text) == [
             "m.yaml:4: targets[0].intervall: unknown key 'intervall' (did you mean 'interval'?)",
             "m.yaml:5: targets[0].expect.stauts: unknown key 'stauts' (did you mean 'status'?)",
-            "m.yaml:6: wibble: unknown key 'wibble' (known keys: defaults, targets)",
+            "m.yaml:6: wibble: unknown key 'wibble' (known keys: defaults, notifiers, targets)",
         ]
 
     def test_wrong_type(self) -> None:
