@@ -114,11 +114,24 @@ class _TimingConnector(aiohttp.TCPConnector):
             return protocol_factory()
 
         transport, protocol = await super()._wrap_create_connection(factory, *args, **kwargs)
-        ssl_object = transport.get_extra_info("ssl_object")
-        if ssl_object is not None:
-            # binary_form works with verification off too, where getpeercert() returns {}.
-            timing.cert_der = ssl_object.getpeercert(binary_form=True)
+        _keep_certificate(timing, transport)
         return transport, protocol
+
+    async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:  # noqa: ASYNC109
+        connection = await super().connect(req, traces, timeout)
+        timing = _current.get()
+        # A reused keep-alive connection skips _wrap_create_connection: take its certificate
+        # here, or the expiry metric would come and go with connection reuse.
+        if timing is not None and timing.cert_der is None and connection.transport is not None:
+            _keep_certificate(timing, connection.transport)
+        return connection
+
+
+def _keep_certificate(timing: _Timing, transport: Any) -> None:
+    ssl_object = transport.get_extra_info("ssl_object")
+    if ssl_object is not None:
+        # binary_form works with verification off too, where getpeercert() returns {}.
+        timing.cert_der = ssl_object.getpeercert(binary_form=True)
 
 
 def _trace_config() -> aiohttp.TraceConfig:
@@ -271,7 +284,8 @@ class Checker:
             headers=target.headers,
             data=target.body,
             allow_redirects=target.follow_redirects,
-            max_redirects=target.max_redirects,
+            # aiohttp raises on reaching its limit: +1 follows exactly max_redirects.
+            max_redirects=target.max_redirects + 1,
             ssl=self._ssl_for(target),
             timeout=aiohttp.ClientTimeout(total=None),  # asyncio.timeout bounds the whole check
             trace_request_ctx=timing,
@@ -339,7 +353,7 @@ def _describe(target: Target, reason: Reason, status: int) -> str:
     if reason == "body":
         wanted = " and ".join(
             f"{key} {value!r}"
-            for key, value in (("contains", expect.body_contains), ("matches", expect.body_regex))
+            for key, value in (("contain", expect.body_contains), ("match", expect.body_regex))
             if value is not None
         )
         return f"body does not {wanted} (first {target.max_body_bytes} bytes)"
@@ -356,7 +370,7 @@ def classify(exc: BaseException) -> tuple[Reason, str]:
     if isinstance(exc, TimeoutError):
         return "timeout", text if str(exc) else "no answer within the timeout"
     if isinstance(exc, aiohttp.TooManyRedirects):
-        return "too_many_redirects", f"more than {len(exc.history)} redirects"
+        return "too_many_redirects", f"more than {len(exc.history) - 1} redirects"
     if isinstance(exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError):
         return "tls", text
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
@@ -372,7 +386,8 @@ def classify(exc: BaseException) -> tuple[Reason, str]:
     return "error", f"{type(exc).__name__}: {text}"
 
 
-_USERINFO = re.compile(r"^(https?://)([^@/]+)@")
+# The userinfo ends at the last "@" before the path: a password may contain "@" itself.
+_USERINFO = re.compile(r"^(https?://)([^/?#]*)@")
 
 
 def redact(text: str, url: str) -> str:

@@ -1,0 +1,38 @@
+"""Shared fixtures. The servers live in tests/servers.py, imported as ``servers``.
+
+tests/ has no ``__init__.py``, so pytest puts tests/ itself on ``sys.path``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from servers import TLSCerts, garbage_server, make_tls_certs, reset_server, silent_server
+
+
+@pytest.fixture(scope="session")
+def tls_certs(tmp_path_factory: pytest.TempPathFactory) -> TLSCerts:
+    """A trusted CA (PEM on disk) and server contexts: valid, expired, untrusted."""
+    return make_tls_certs(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture
+async def silent_url() -> AsyncIterator[str]:
+    """Base URL of a server that accepts and never answers."""
+    async with silent_server() as url:
+        yield url
+
+
+@pytest.fixture
+async def reset_url() -> AsyncIterator[str]:
+    """Base URL of a server that resets the connection after reading the request."""
+    async with reset_server() as url:
+        yield url
+
+
+@pytest.fixture
+async def garbage_url() -> AsyncIterator[str]:
+    """Base URL of a server that answers bytes that are not HTTP."""
+    async with garbage_server() as url:
+        yield url

@@ -1,0 +1,181 @@
+"""Real local servers for tests: aiohttp apps, TLS certificates and misbehaving TCP peers.
+
+Everything listens on 127.0.0.1 port 0 and is an async context manager yielding its base URL
+without a trailing slash (``http://127.0.0.1:41234``); append the path yourself.
+
+- :func:`serve_app` runs an ``aiohttp.web.Application`` (optionally over TLS).
+- :func:`make_tls_certs` makes a trusted CA and server contexts with a valid, an expired and an
+  untrusted certificate (:class:`TLSCerts`).
+- :func:`raw_server` runs a raw asyncio TCP handler; :func:`silent_server`,
+  :func:`reset_server` and :func:`garbage_server` are the ready-made misbehaving peers.
+- :func:`closed_port` returns a port nothing listens on (connections are refused).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import socket
+import ssl
+import struct
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import trustme
+from aiohttp import web
+
+HOST = "127.0.0.1"
+
+RawHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@asynccontextmanager
+async def serve_app(
+    app: web.Application, ssl_context: ssl.SSLContext | None = None
+) -> AsyncIterator[str]:
+    """Serve ``app`` on 127.0.0.1, a free port; yield ``http(s)://127.0.0.1:<port>``.
+
+    Handlers still running on exit (e.g. blocked on an event) get one second, then are
+    cancelled.
+    """
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
+    await runner.setup()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.bind((HOST, 0))
+        port = sock.getsockname()[1]
+        await web.SockSite(runner, sock, ssl_context=ssl_context).start()
+        yield f"{'https' if ssl_context else 'http'}://{HOST}:{port}"
+    finally:
+        await runner.cleanup()
+        sock.close()
+
+
+@dataclass(frozen=True)
+class TLSCerts:
+    """Server contexts for 127.0.0.1 and localhost, and the CA a client may trust.
+
+    ``valid`` and ``expired`` are issued by ``ca`` (whose PEM is at ``ca_pem``); ``untrusted``
+    by a second CA that no client trusts. ``valid_not_after`` is the valid certificate's
+    expiry (whole seconds, UTC).
+    """
+
+    ca: trustme.CA
+    ca_pem: str
+    valid: ssl.SSLContext
+    expired: ssl.SSLContext
+    untrusted: ssl.SSLContext
+    valid_not_after: dt.datetime
+
+
+def _server_context(cert: trustme.LeafCert) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(context)
+    return context
+
+
+def make_tls_certs(directory: Path) -> TLSCerts:
+    """Make the certificates of :class:`TLSCerts`, writing the CA PEM into ``directory``."""
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    ca = trustme.CA()
+    valid_not_after = now + dt.timedelta(days=30)
+    valid = ca.issue_cert("127.0.0.1", "localhost", not_after=valid_not_after)
+    expired = ca.issue_cert(
+        "127.0.0.1",
+        "localhost",
+        not_before=now - dt.timedelta(days=10),
+        not_after=now - dt.timedelta(days=1),
+    )
+    untrusted = trustme.CA().issue_cert("127.0.0.1", "localhost")
+    ca_pem = directory / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_pem))
+    return TLSCerts(
+        ca=ca,
+        ca_pem=str(ca_pem),
+        valid=_server_context(valid),
+        expired=_server_context(expired),
+        untrusted=_server_context(untrusted),
+        valid_not_after=valid_not_after,
+    )
+
+
+@asynccontextmanager
+async def raw_server(handle: RawHandler) -> AsyncIterator[str]:
+    """Run ``handle(reader, writer)`` for each TCP connection; yield ``http://127.0.0.1:<port>``.
+
+    Connection errors in ``handle`` are ignored; handlers still running on exit are cancelled.
+    """
+    tasks: set[asyncio.Task[object]] = set()
+
+    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        tasks.add(task)
+        try:
+            await handle(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+            tasks.discard(task)
+
+    server = await asyncio.start_server(on_connect, HOST, 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://{HOST}:{port}"
+    finally:
+        server.close()
+        for task in list(tasks):
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await server.wait_closed()
+
+
+async def _read_request_head(reader: asyncio.StreamReader) -> None:
+    await reader.readuntil(b"\r\n\r\n")
+
+
+def silent_server() -> AbstractAsyncContextManager[str]:
+    """Accepts connections, reads, never answers (until the client goes away)."""
+
+    async def handle(reader: asyncio.StreamReader, _writer: asyncio.StreamWriter) -> None:
+        while await reader.read(65536):
+            pass
+
+    return raw_server(handle)
+
+
+def reset_server() -> AbstractAsyncContextManager[str]:
+    """Reads the request head, then resets the connection (SO_LINGER 0, close: a TCP RST)."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request_head(reader)
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()
+
+    return raw_server(handle)
+
+
+GARBAGE = b"SSH-2.0-OpenSSH_9.6 this is not HTTP\r\n\r\n"
+
+
+def garbage_server() -> AbstractAsyncContextManager[str]:
+    """Reads the request head, answers :data:`GARBAGE` (not HTTP) and closes."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request_head(reader)
+        writer.write(GARBAGE)
+        await writer.drain()
+
+    return raw_server(handle)
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on: connecting is refused."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+    return port
