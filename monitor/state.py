@@ -1,0 +1,259 @@
+"""Target state: a pure function from (previous state, check result) to (new state, events).
+
+States are ``unknown`` (no verdict yet), ``up``, ``degraded`` (answers correctly but slower
+than ``warn_latency`` or with a certificate expiring within ``expiry_warning``) and ``down``.
+Every state but ``up`` is an incident. Thresholds absorb blips:
+
+- up/degraded/unknown → down after ``failure_threshold`` consecutive failed checks;
+- up/unknown → degraded after ``failure_threshold`` consecutive degraded checks;
+- down → up (or degraded) after ``success_threshold`` consecutive passing checks;
+- degraded → up after ``success_threshold`` consecutive clean checks;
+- unknown → up at the first clean check, silently: nothing is sent when a target first
+  comes up.
+
+While the latest result disagrees with the state, :attr:`Step.retry` asks for a re-check
+after ``retry_interval`` instead of a whole interval, so a real change is confirmed fast.
+No I/O and no clock here: time comes in with the observation. Tested by tables.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from monitor.checks import CheckResult
+from monitor.config import Target
+from monitor.notifiers import Kind, Notification
+
+State = Literal["unknown", "up", "degraded", "down"]
+Health = Literal["up", "degraded", "down"]
+STATES: tuple[State, ...] = ("unknown", "up", "degraded", "down")
+INCIDENT_STATES = ("degraded", "down")
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The alerting options of one target that the state machine needs."""
+
+    failure_threshold: int = 3
+    success_threshold: int = 1
+    repeat_interval_s: float | None = None
+
+    @classmethod
+    def of(cls, target: Target) -> Policy:
+        alerts = target.alerts
+        return cls(alerts.failure_threshold, alerts.success_threshold, alerts.repeat_interval_s)
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """A check result reduced to what the state machine judges."""
+
+    health: Health
+    reason: str
+    error: str
+    at: float  # Unix time
+
+    @classmethod
+    def of(cls, target: Target, result: CheckResult) -> Observation:
+        """Judge ``result``: down if it failed, degraded on a warning, else up."""
+        at = result.started_at + result.duration_s
+        if not result.ok:
+            return cls("down", result.reason, result.error, at)
+        warn_s = target.expect.warn_latency_s
+        if warn_s is not None and result.duration_s > warn_s:
+            error = f"slower than warn_latency {warn_s:g}s ({result.duration_s:.3f}s)"
+            return cls("degraded", "latency", error, at)
+        expiry = result.tls_expiry_ts
+        if expiry is not None and expiry - at < target.tls.expiry_warning_s:
+            days = (expiry - at) / 86400
+            return cls("degraded", "certificate", f"certificate expires in {days:.1f} days", at)
+        return cls("up", result.reason, "", at)
+
+
+@dataclass(frozen=True, slots=True)
+class TargetState:
+    """What is known about a target. Only state..last_notified are persisted."""
+
+    state: State = "unknown"
+    since: float = 0.0  # when the current state began
+    reason: str = ""
+    error: str = ""
+    incident_id: str = ""  # the open incident ("" while up or unknown)
+    last_notified: float = 0.0  # last firing or reminder, for repeat_interval
+    fails: int = 0  # consecutive down results
+    passes: int = 0  # consecutive up or degraded results
+    warns: int = 0  # consecutive degraded results
+    cleans: int = 0  # consecutive up results
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A change of state; closes ``closed_incident`` (if any), opens ``opened_incident``."""
+
+    previous: State
+    current: State
+    previous_since: float
+    at: float
+    reason: str
+    error: str
+    closed_incident: str
+    opened_incident: str
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    state: TargetState
+    change: Change | None = None
+    remind: bool = False  # a reminder of the open incident is due
+    retry: bool = False  # re-check after retry_interval
+
+
+def step(target: str, prev: TargetState, obs: Observation, policy: Policy) -> Step:
+    """The new state of ``target`` after ``obs``, and what to do about it."""
+    h = obs.health
+    cur = replace(
+        prev,
+        fails=prev.fails + 1 if h == "down" else 0,
+        passes=prev.passes + 1 if h != "down" else 0,
+        warns=prev.warns + 1 if h == "degraded" else 0,
+        cleans=prev.cleans + 1 if h == "up" else 0,
+    )
+    new = _next_state(prev.state, cur, h, policy)
+    if new == prev.state:
+        if new in INCIDENT_STATES:
+            # Keep the latest cause visible without opening a new incident.
+            cur = replace(
+                cur,
+                reason=obs.reason if h != "up" else cur.reason,
+                error=obs.error if h != "up" else cur.error,
+            )
+        remind = (
+            new in INCIDENT_STATES
+            and policy.repeat_interval_s is not None
+            and obs.at - prev.last_notified >= policy.repeat_interval_s
+        )
+        if remind:
+            cur = replace(cur, last_notified=obs.at)
+        return Step(cur, remind=remind, retry=h != new)
+
+    opened = f"{target}/{int(obs.at * 1000)}" if new in INCIDENT_STATES else ""
+    change = Change(
+        previous=prev.state,
+        current=new,
+        previous_since=prev.since,
+        at=obs.at,
+        reason=obs.reason,
+        error=obs.error,
+        closed_incident=prev.incident_id,
+        opened_incident=opened,
+    )
+    cur = replace(
+        cur,
+        state=new,
+        since=obs.at,
+        reason=obs.reason,
+        error=obs.error,
+        incident_id=opened,
+        last_notified=obs.at if opened else 0.0,
+    )
+    return Step(cur, change=change, retry=h != new)
+
+
+def _next_state(state: State, cur: TargetState, h: Health, policy: Policy) -> State:
+    if state == "unknown" and h == "up":
+        return "up"
+    if state in ("unknown", "up", "degraded") and cur.fails >= policy.failure_threshold:
+        return "down"
+    if state in ("unknown", "up") and cur.warns >= policy.failure_threshold:
+        return "degraded"
+    if state == "down" and cur.passes >= policy.success_threshold:
+        return "degraded" if h == "degraded" else "up"
+    if state == "degraded" and cur.cleans >= policy.success_threshold:
+        return "up"
+    return state
+
+
+def notifications(
+    target: Target, url: str, result: Step, *, created_at: float
+) -> list[Notification]:
+    """The messages a step sends: resolve the closed incident, fire the opened one, remind."""
+
+    def note(
+        kind: Kind,
+        state: str,
+        previous: str,
+        reason: str,
+        error: str,
+        since: float,
+        incident_id: str,
+        ended_at: float | None = None,
+    ) -> Notification:
+        return Notification(
+            kind=kind,
+            target=target.name,
+            url=url,
+            state=state,
+            previous_state=previous,
+            reason=reason,
+            error=error,
+            since=since,
+            incident_id=incident_id,
+            ended_at=ended_at,
+            labels=dict(target.labels),
+            created_at=created_at,
+        )
+
+    change, s = result.change, result.state
+    out: list[Notification] = []
+    if change is not None:
+        if change.closed_incident and target.alerts.send_resolved:
+            out.append(
+                note(
+                    "resolved",
+                    change.current,
+                    change.previous,
+                    change.reason,
+                    change.error,
+                    change.previous_since,
+                    change.closed_incident,
+                    ended_at=change.at,
+                )
+            )
+        if change.opened_incident:
+            out.append(
+                note(
+                    "firing",
+                    change.current,
+                    change.previous,
+                    change.reason,
+                    change.error,
+                    change.at,
+                    change.opened_incident,
+                )
+            )
+    elif result.remind:
+        out.append(note("reminder", s.state, s.state, s.reason, s.error, s.since, s.incident_id))
+    return out
+
+
+def resolve_removed(
+    target: str, url: str, labels: dict[str, str], prev: TargetState, at: float
+) -> Notification | None:
+    """The RESOLVED of a target's open incident when the target leaves the config."""
+    if not prev.incident_id:
+        return None
+    return Notification(
+        kind="resolved",
+        target=target,
+        url=url,
+        state="up",
+        previous_state=prev.state,
+        reason="removed",
+        error="the target was removed from the configuration",
+        since=prev.since,
+        incident_id=prev.incident_id,
+        ended_at=at,
+        labels=labels,
+        created_at=at,
+    )

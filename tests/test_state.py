@@ -1,0 +1,200 @@
+"""The state machine, by tables: sequences of check outcomes and the states and events they give."""
+
+from __future__ import annotations
+
+import pytest
+
+from monitor.checks import CheckResult
+from monitor.config import Target
+from monitor.state import Observation, Policy, TargetState, notifications, step
+
+T = Target(
+    name="api",
+    url="https://127.0.0.1/",
+    interval=10,
+    labels={"team": "core"},
+    expect={"warn_latency": 1},
+    alerts={"notifiers": [], "repeat_interval": 60},
+)
+
+# One letter per check: u = up, w = degraded (warning), d = down.
+HEALTH = {"u": "up", "w": "degraded", "d": "down"}
+
+
+def _run(
+    sequence: str, policy: Policy, start: TargetState | None = None
+) -> tuple[list[str], list[tuple[str, str]], list[bool]]:
+    """Feed ``sequence`` one check per 10 s; return states, changes and retry flags."""
+    state = start or TargetState()
+    states, changes, retries = [], [], []
+    for i, letter in enumerate(sequence):
+        obs = Observation(HEALTH[letter], "status" if letter == "d" else "ok", "", 1000.0 + 10 * i)
+        result = step("api", state, obs, policy)
+        state = result.state
+        states.append(state.state)
+        retries.append(result.retry)
+        if result.change is not None:
+            changes.append((result.change.previous, result.change.current))
+    return states, changes, retries
+
+
+DEFAULT = Policy(failure_threshold=3, success_threshold=1)
+STRICT = Policy(failure_threshold=1, success_threshold=2)
+
+
+class TestTransitions:
+    @pytest.mark.parametrize(
+        ("sequence", "policy", "final", "changes"),
+        [
+            ("u", DEFAULT, "up", [("unknown", "up")]),
+            ("uuu", DEFAULT, "up", [("unknown", "up")]),
+            ("udd", DEFAULT, "up", [("unknown", "up")]),  # two failures: still up
+            ("uddd", DEFAULT, "down", [("unknown", "up"), ("up", "down")]),
+            ("uddud", DEFAULT, "up", [("unknown", "up")]),  # a blip resets the count
+            ("udddu", DEFAULT, "up", [("unknown", "up"), ("up", "down"), ("down", "up")]),
+            ("ddd", DEFAULT, "down", [("unknown", "down")]),  # down at start is an incident
+            ("dd", DEFAULT, "unknown", []),
+            ("uwww", DEFAULT, "degraded", [("unknown", "up"), ("up", "degraded")]),
+            ("uwwwu", DEFAULT, "up", [("unknown", "up"), ("up", "degraded"), ("degraded", "up")]),
+            (
+                "uwwwddd",
+                DEFAULT,
+                "down",
+                [("unknown", "up"), ("up", "degraded"), ("degraded", "down")],
+            ),
+            (
+                "udddw",
+                DEFAULT,
+                "degraded",
+                [("unknown", "up"), ("up", "down"), ("down", "degraded")],
+            ),
+            ("ud", STRICT, "down", [("unknown", "up"), ("up", "down")]),
+            ("udu", STRICT, "down", [("unknown", "up"), ("up", "down")]),  # needs 2 passes
+            ("uduu", STRICT, "up", [("unknown", "up"), ("up", "down"), ("down", "up")]),
+            ("udwu", STRICT, "up", [("unknown", "up"), ("up", "down"), ("down", "up")]),
+        ],
+    )
+    def test_sequence(
+        self, sequence: str, policy: Policy, final: str, changes: list[tuple[str, str]]
+    ) -> None:
+        """Each sequence of check outcomes ends in the expected state via the expected changes."""
+        states, got, _ = _run(sequence, policy)
+        assert states[-1] == final
+        assert got == changes
+
+    @pytest.mark.parametrize(
+        ("sequence", "retries"),
+        [
+            ("u", [False]),
+            ("udd", [False, True, True]),  # failing while up: re-check soon
+            ("uddd", [False, True, True, False]),  # confirmed: back to the normal interval
+            ("udddu", [False, True, True, False, False]),
+            ("ddd", [True, True, False]),
+            ("uw", [False, True]),
+        ],
+    )
+    def test_retry_while_unconfirmed(self, sequence: str, retries: list[bool]) -> None:
+        """A result that disagrees with the state asks for a quick re-check, until settled."""
+        assert _run(sequence, DEFAULT)[2] == retries
+
+    def test_restored_down_state_needs_no_new_incident(self) -> None:
+        """A target restored as down that still fails stays down with its incident, no change."""
+        start = TargetState(state="down", since=500.0, incident_id="api/500000")
+        states, changes, _ = _run("ddd", DEFAULT, start)
+        assert states == ["down"] * 3
+        assert changes == []
+
+    def test_restored_down_state_that_recovered_resolves(self) -> None:
+        """A target restored as down that now passes goes up: its incident is closed."""
+        start = TargetState(state="down", since=500.0, incident_id="api/500000")
+        obs = Observation("up", "ok", "", 2000.0)
+        result = step("api", start, obs, DEFAULT)
+        assert result.change is not None
+        assert result.change.closed_incident == "api/500000"
+
+
+class TestNotifications:
+    def _notes(self, sequence: str, policy: Policy = DEFAULT) -> list[tuple[str, str, str]]:
+        state, out = TargetState(), []
+        for i, letter in enumerate(sequence):
+            obs = Observation(HEALTH[letter], "x", "", 1000.0 + 10 * i)
+            result = step("api", state, obs, policy)
+            state = result.state
+            out += [
+                (n.kind, n.previous_state, n.state)
+                for n in notifications(T, T.url, result, created_at=obs.at)
+            ]
+        return out
+
+    def test_first_up_sends_nothing(self) -> None:
+        """Coming up at start is not news."""
+        assert self._notes("uuu") == []
+
+    def test_one_down_one_resolved(self) -> None:
+        """An outage gives exactly one firing and one resolved message."""
+        assert self._notes("uddddddu") == [("firing", "up", "down"), ("resolved", "down", "up")]
+
+    def test_degraded_to_down_closes_and_opens(self) -> None:
+        """A change between incident states resolves the old incident and fires the new one."""
+        assert self._notes("uwwwddd") == [
+            ("firing", "up", "degraded"),
+            ("resolved", "degraded", "down"),
+            ("firing", "degraded", "down"),
+        ]
+
+    def test_incident_ids_pair_firing_and_resolved(self) -> None:
+        """The resolved message carries the firing message's incident id and start time."""
+        state, notes = TargetState(), []
+        for i, letter in enumerate("udddu"):
+            obs = Observation(HEALTH[letter], "x", "e", 1000.0 + 10 * i)
+            result = step("api", state, obs, DEFAULT)
+            state = result.state
+            notes += notifications(T, T.url, result, created_at=obs.at)
+        firing, resolved = notes
+        assert firing.incident_id == resolved.incident_id != ""
+        assert resolved.since == firing.since == 1030.0
+        assert resolved.ended_at == 1040.0
+        assert firing.labels == {"team": "core"}
+
+    def test_reminders_follow_repeat_interval(self) -> None:
+        """While down, a reminder goes out once per repeat_interval, not per check."""
+        policy = Policy(failure_threshold=1, repeat_interval_s=30)
+        kinds = [k for k, _, _ in self._notes("uddddddddd", policy)]
+        # Checks at t=1000..1090; down at 1010; reminders at 1040 and 1070.
+        assert kinds == ["firing", "reminder", "reminder"]
+
+    def test_send_resolved_false(self) -> None:
+        """With send_resolved off, recovery sends nothing."""
+        quiet = Target(name="q", url="http://127.0.0.1/", alerts={"send_resolved": False})
+        state = TargetState(state="down", since=1.0, incident_id="q/1000")
+        result = step("q", state, Observation("up", "ok", "", 5.0), DEFAULT)
+        assert notifications(quiet, quiet.url, result, created_at=5.0) == []
+
+
+class TestObservation:
+    def _result(self, **kw: object) -> CheckResult:
+        base: dict[str, object] = {
+            "target": "api",
+            "ok": True,
+            "reason": "ok",
+            "status": 200,
+            "duration_s": 0.1,
+            "started_at": 1000.0,
+        }
+        return CheckResult(**{**base, **kw})  # type: ignore[arg-type]
+
+    @pytest.mark.parametrize(
+        ("kw", "health", "reason"),
+        [
+            ({}, "up", "ok"),
+            ({"ok": False, "reason": "timeout"}, "down", "timeout"),
+            ({"duration_s": 1.5}, "degraded", "latency"),
+            ({"tls_expiry_ts": 1000.0 + 86400 * 3}, "degraded", "certificate"),
+            ({"tls_expiry_ts": 1000.0 + 86400 * 30}, "up", "ok"),
+            ({"ok": False, "reason": "tls", "tls_expiry_ts": 900.0}, "down", "tls"),
+        ],
+    )
+    def test_judgement(self, kw: dict[str, object], health: str, reason: str) -> None:
+        """Failures are down; slow or soon-expiring but correct answers are degraded."""
+        obs = Observation.of(T, self._result(**kw))
+        assert (obs.health, obs.reason) == (health, reason)
