@@ -44,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
         "--listen", help=f"HOST:PORT for /metrics (MONITOR_LISTEN, 127.0.0.1:{DEFAULT_PORT})"
     )
     daemon.add_argument(
+        "--state-file", help="SQLite state file (MONITOR_STATE_FILE, ./monitor-state.db)"
+    )
+    daemon.add_argument(
         "--shutdown-grace",
         type=float,
         dest="shutdown_grace_s",
@@ -81,7 +84,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    keys = ("config", "listen", "log_format", "log_level", "max_concurrency", "shutdown_grace_s")
+    keys = (
+        "config",
+        "listen",
+        "log_format",
+        "log_level",
+        "max_concurrency",
+        "shutdown_grace_s",
+        "state_file",
+    )
     overrides: dict[str, Any] = {
         key: getattr(args, key) for key in keys if getattr(args, key, None) is not None
     }

@@ -25,6 +25,7 @@ from prometheus_client.registry import Collector
 from monitor import __version__
 from monitor.checks import PHASES, CheckResult, safe_url
 from monitor.config import Target
+from monitor.state import STATES
 
 LATENESS_BUCKETS_S = (0.005, 0.025, 0.1, 0.5, 1.0, 5.0, 30.0)
 
@@ -60,11 +61,13 @@ def _le(bound: float) -> str:
 
 class _TargetStats:
     __slots__ = (
+        "changes",
         "checks",
         "duration",
         "info",
         "last_check_ts",
         "phases",
+        "state",
         "status",
         "tls_expiry_ts",
         "up",
@@ -79,6 +82,8 @@ class _TargetStats:
         self.phases: dict[str, float] = {}
         self.tls_expiry_ts: float | None = None
         self.last_check_ts: float | None = None
+        self.state: str = "unknown"
+        self.changes: dict[str, int] = {}
 
 
 class Metrics:
@@ -90,6 +95,8 @@ class Metrics:
         self.lateness = _Histogram(LATENESS_BUCKETS_S)
         self.skipped_total = 0
         self.in_flight: Callable[[], int] = lambda: 0
+        self.notifications: dict[tuple[str, str], int] = {}
+        self.pending_notifications: Callable[[], dict[str, int]] = dict
 
     def register(self, registry: CollectorRegistry, *, process: bool = True) -> None:
         registry.register(_Collector(self))
@@ -124,6 +131,17 @@ class Metrics:
         stats.last_check_ts = result.started_at + result.duration_s
         if result.tls_expiry_ts is not None:
             stats.tls_expiry_ts = result.tls_expiry_ts
+
+    def set_state(self, name: str, state: str, *, changed: bool = False) -> None:
+        stats = self._targets.get(name)
+        if stats is not None:
+            stats.state = state
+            if changed:
+                stats.changes[state] = stats.changes.get(state, 0) + 1
+
+    def count_notification(self, notifier: str, outcome: str) -> None:
+        key = (notifier, outcome)
+        self.notifications[key] = self.notifications.get(key, 0) + 1
 
     def targets(self) -> list[tuple[str, _TargetStats]]:
         return list(self._targets.items())
@@ -172,8 +190,22 @@ class _Collector(Collector):
             "When the last check finished (Unix time)",
             labels=["target"],
         )
+        state = GaugeMetricFamily(
+            "monitor_state",
+            "1 for the target's current state (unknown, up, degraded, down), 0 for the others",
+            labels=["target", "state"],
+        )
+        changes = CounterMetricFamily(
+            "monitor_state_changes",
+            "Changes of state, by the state entered",
+            labels=["target", "to"],
+        )
         for name, s in targets:
             label = [name]
+            for known in STATES:
+                state.add_metric([name, known], 1.0 if s.state == known else 0.0)
+            for to, count in list(s.changes.items()):
+                changes.add_metric([name, to], count)
             if s.up is not None:
                 up.add_metric(label, s.up)
                 status.add_metric(label, s.status)
@@ -187,7 +219,7 @@ class _Collector(Collector):
                 expiry.add_metric(label, s.tls_expiry_ts)
             if s.last_check_ts is not None:
                 last.add_metric(label, s.last_check_ts)
-        yield from (up, duration, phase, status, checks, expiry, last)
+        yield from (up, duration, phase, status, checks, expiry, last, state, changes)
 
         # Info families differ in label names from target to target: one family, many sets.
         info = InfoMetricFamily("monitor_target", "Static facts about each configured target")
@@ -209,6 +241,27 @@ class _Collector(Collector):
             "Scheduled checks not started because the previous one still ran",
             m.skipped_total,
         )
+        yield from _notification_families(m)
         build = InfoMetricFamily("monitor_build", "The running version")
         build.add_metric([], {"version": __version__})
         yield build
+
+
+def _notification_families(m: Metrics) -> Iterator[Metric]:
+    pending = m.pending_notifications()
+    sent = CounterMetricFamily(
+        "monitor_notifications",
+        "Notification attempts by outcome: sent, retried (an attempt failed), failed (given up)",
+        labels=["notifier", "outcome"],
+    )
+    counts = dict(m.notifications)
+    for notifier in sorted(set(pending) | {n for n, _ in counts}):
+        for outcome in ("sent", "retried", "failed"):
+            sent.add_metric([notifier, outcome], counts.get((notifier, outcome), 0))
+    yield sent
+    queued = GaugeMetricFamily(
+        "monitor_notifications_pending", "Messages waiting in the outbox", labels=["notifier"]
+    )
+    for notifier, count in sorted(pending.items()):
+        queued.add_metric([notifier], count)
+    yield queued

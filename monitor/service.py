@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from monitor import __version__
+from monitor.alerting import Alerting
 from monitor.checks import Checker
 from monitor.config import MonitorFile, Target
 from monitor.loader import ConfigError, load_config
@@ -27,6 +28,7 @@ from monitor.logs import configure, log_check
 from monitor.metrics import Metrics
 from monitor.scheduling import Scheduler
 from monitor.settings import Settings
+from monitor.store import Store
 
 log = structlog.get_logger("monitor")
 
@@ -49,6 +51,8 @@ class Service:
         self.checker = Checker(settings.max_concurrency)
         self.metrics.in_flight = lambda: self.checker.in_flight
         self.scheduler = Scheduler(self._run_check, on_skip=self._skipped)
+        self.alerting: Alerting | None = None
+        self._retries: dict[str, asyncio.TimerHandle] = {}
         self.should_exit = asyncio.Event()
         self.force_exit = asyncio.Event()
         self.started = False
@@ -83,6 +87,8 @@ class Service:
         targets = self.config.targets
         self.metrics.set_targets(targets)
         await self._serve_http()
+        self.alerting = Alerting(self.config, Store(self.settings.state_file), self.metrics)
+        await self.alerting.start(targets)
         self.scheduler.start(targets)
         self.started = True
         log.info(
@@ -105,6 +111,11 @@ class Service:
             stopping.cancel()
             await self.scheduler.stop(0)
         cancelled = 0 if stopping.cancelled() else stopping.result()
+        for handle in self._retries.values():
+            handle.cancel()
+        if self.alerting is not None:
+            # Undelivered messages stay in the outbox for the next start.
+            await self.alerting.stop(0.0 if self.force_exit.is_set() else min(grace_s, 5.0))
         await self._close()
         log.info("stopped", cancelled_checks=cancelled)
 
@@ -121,6 +132,20 @@ class Service:
         self.metrics.lateness.observe(lateness_s)
         self.metrics.observe(result)
         log_check(log, target, result, lateness_s)
+        if self.alerting is not None and self.alerting.observe(target, result):
+            self._retry_soon(target)
+
+    def _retry_soon(self, target: Target) -> None:
+        """Re-check after retry_interval: a change is confirmed (or dropped) quickly."""
+        if target.name in self._retries or self.should_exit.is_set():
+            return
+
+        def fire() -> None:
+            del self._retries[target.name]
+            self.scheduler.check_now(target)
+
+        loop = asyncio.get_running_loop()
+        self._retries[target.name] = loop.call_later(target.retry_interval_s, fire)
 
     def _skipped(self, _target: Target) -> None:
         self.metrics.skipped_total += 1

@@ -25,6 +25,10 @@ class Settings(BaseSettings):
         default=f"127.0.0.1:{DEFAULT_PORT}",
         description="HOST:PORT for /metrics, /healthz and /readyz",
     )
+    state_file: Path = Field(
+        default=Path("monitor-state.db"),
+        description="SQLite file for target state and undelivered notifications",
+    )
     log_format: Literal["auto", "json", "console"] = Field(
         default="auto", description="auto: console on a TTY, JSON lines otherwise"
     )

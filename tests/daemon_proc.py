@@ -82,12 +82,15 @@ def command(*args: str) -> list[str]:
 async def run_daemon(config: Path, *extra: str, env: dict[str, str] | None = None,
                      wait_ready: bool = True) -> AsyncIterator[Daemon]:
     """Start the daemon on ``config`` with a free metrics port; kill it if the test fails."""
+    if "--state-file" not in extra:
+        extra = (*extra, "--state-file", str(config.parent / "state.db"))
     process = await asyncio.create_subprocess_exec(
         *command("run", "--config", str(config), "--listen", "127.0.0.1:0",
                  "--log-format", "json", *extra),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
         env={**os.environ, **(env or {})},
+        cwd=config.parent,  # nothing the daemon writes lands in the repository
     )
     daemon = Daemon(process)
     try:

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -49,7 +50,7 @@ def _write(path: Path, text: str) -> Path:
 async def _run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
         *command(*args), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, **(env or {})},
+        env={**os.environ, **(env or {})}, cwd=tempfile.gettempdir(),
     )
     out, err = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode is not None

@@ -1,0 +1,168 @@
+"""Getting notifications out without ever blocking a check, and without losing one.
+
+Messages go into the SQLite outbox (:mod:`monitor.store`) in the same transaction as the
+state change that caused them; one worker task per notifier sends them in order. A failed
+attempt is retried with exponential backoff (1 s, 2 s, 4 s ... capped at ``max_backoff``),
+never sooner than the receiver's ``Retry-After``; a message is given up only after
+``give_up_after`` (default 24 h), then logged as failed. A slow or dead notifier delays
+only its own queue: checks only ever write to the outbox.
+
+Alertmanager notifiers also re-send every firing alert each ``resend_interval`` so that the
+alerts expire by themselves if the monitor dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from monitor.config import Notifier as NotifierConfig
+from monitor.notifiers import BaseNotifier, DeliveryError, Notification
+from monitor.store import Pending, Store
+
+log = structlog.get_logger("monitor.delivery")
+
+Count = Callable[[str, str], None]  # (notifier, outcome) for monitor_notifications_total
+
+
+def backoff_s(attempts: int, max_backoff_s: float, retry_after_s: float | None) -> float:
+    """Seconds to wait after ``attempts`` failed attempts: doubling, capped, >= Retry-After."""
+    delay = min(max_backoff_s, float(2 ** min(attempts - 1, 30)))
+    if retry_after_s is not None:
+        delay = max(delay, retry_after_s)
+    return delay
+
+
+class Delivery:
+    """One worker per notifier draining the outbox; see the module docstring."""
+
+    def __init__(
+        self,
+        store: Store,
+        notifiers: dict[str, BaseNotifier],
+        configs: dict[str, NotifierConfig],
+        count: Count,
+        firing: Callable[[str], list[Notification]],
+    ) -> None:
+        self._store = store
+        self._notifiers = notifiers
+        self._configs = configs
+        self._count = count
+        self._firing = firing
+        self._wake = {name: asyncio.Event() for name in notifiers}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+        self._stop_event = asyncio.Event()
+        self.pending = dict.fromkeys(notifiers, 0)
+
+    def start(self) -> None:
+        waiting = self._store.pending_notifiers()
+        for name, count in waiting.items():
+            if name in self.pending:
+                self.pending[name] = count
+            else:
+                log.warning(
+                    "notifier_missing",
+                    notifier=name,
+                    waiting=count,
+                    consequence="kept until a notifier of that name is configured again",
+                )
+        for name, notifier in self._notifiers.items():
+            self._tasks.append(asyncio.create_task(self._worker(name), name=f"notify:{name}"))
+            resend_s = getattr(self._configs[name], "resend_interval_s", None)
+            if resend_s is not None and hasattr(notifier, "resend"):
+                task = asyncio.create_task(self._resender(name, notifier, resend_s))
+                self._tasks.append(task)
+
+    def queued(self, names: list[str]) -> None:
+        """Tell the workers of ``names`` that the outbox has new messages for them."""
+        for name in names:
+            if name in self._wake:
+                self.pending[name] += 1
+                self._wake[name].set()
+
+    async def stop(self, grace_s: float) -> None:
+        """Let sends in progress finish for ``grace_s``; what is left stays in the outbox."""
+        self._stopping = True
+        self._stop_event.set()
+        for event in self._wake.values():
+            event.set()
+        if self._tasks:
+            _done, still = await asyncio.wait(self._tasks, timeout=grace_s)
+            for task in still:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        for notifier in self._notifiers.values():
+            await notifier.close()
+
+    async def _worker(self, name: str) -> None:
+        wake = self._wake[name]
+        while not self._stopping:
+            pending = self._store.next_pending(name)
+            delay_s = None if pending is None else pending.next_attempt - time.time()
+            if pending is None or (delay_s is not None and delay_s > 0):
+                wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), timeout=delay_s)
+                continue
+            await self._attempt(name, pending)
+
+    async def _attempt(self, name: str, pending: Pending) -> None:
+        config = self._configs[name]
+        note = pending.notification
+        fields: dict[str, Any] = {
+            "notifier": name,
+            "target": note.target,
+            "kind": note.kind,
+            "state": note.state,
+            "incident_id": note.incident_id,
+        }
+        try:
+            await self._notifiers[name].send(note)
+        except DeliveryError as exc:
+            attempts = pending.attempts + 1
+            now = time.time()
+            if now - pending.created_at >= config.give_up_after_s:
+                self._store.delivered(pending.id)
+                self.pending[name] -= 1
+                self._count(name, "failed")
+                log.error("notification_failed", attempts=attempts, error=str(exc), **fields)
+                return
+            delay_s = backoff_s(attempts, config.max_backoff_s, exc.retry_after_s)
+            self._store.retry_later(pending.id, attempts, now + delay_s)
+            self._count(name, "retried")
+            log.warning(
+                "notification_retry",
+                attempts=attempts,
+                retry_in_s=round(delay_s, 3),
+                error=str(exc),
+                **fields,
+            )
+            return
+        self._store.delivered(pending.id)
+        self.pending[name] -= 1
+        self._count(name, "sent")
+        log.info("notification_sent", attempts=pending.attempts + 1, **fields)
+
+    async def _resender(self, name: str, notifier: BaseNotifier, interval_s: float) -> None:
+        resend = notifier.resend  # type: ignore[attr-defined]
+        while not self._stopping:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_event.wait(), timeout=interval_s)
+            if self._stopping:
+                return
+            firing = self._firing(name)
+            if not firing:
+                continue
+            try:
+                await resend(firing)
+            except DeliveryError as exc:
+                # The next round re-sends them all anyway; endsAt leaves four rounds of slack.
+                log.warning(
+                    "alert_resend_failed", notifier=name, alerts=len(firing), error=str(exc)
+                )

@@ -1,0 +1,240 @@
+"""What survives a restart: each target's state and the notifications not yet delivered.
+
+SQLite in WAL mode. A state change and the notifications it causes are written in one
+transaction, so after a crash (even ``kill -9``) either both are there or neither: a target
+that was down stays down without a second DOWN, and a queued RESOLVED is still delivered.
+``synchronous=NORMAL`` survives a killed process; only a power loss may lose the last
+transaction. Writes happen only when a persisted field changes (not on every check), and are
+small: they run on the event loop.
+
+A file that is not a readable database is moved aside (``*.corrupt-<time>``) and the daemon
+starts with empty state rather than refusing to start.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from monitor.notifiers import Notification
+from monitor.state import TargetState
+
+log = structlog.get_logger("monitor.store")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS target_state (
+    target TEXT PRIMARY KEY,
+    url TEXT NOT NULL,
+    state TEXT NOT NULL,
+    since REAL NOT NULL,
+    reason TEXT NOT NULL,
+    error TEXT NOT NULL,
+    incident_id TEXT NOT NULL,
+    last_notified REAL NOT NULL,
+    labels TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    notifier TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (notifier, next_attempt, id);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A target's persisted state, with the URL and labels it had."""
+
+    url: str
+    labels: dict[str, str]
+    state: TargetState
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """One undelivered notification in the outbox."""
+
+    id: int
+    notifier: str
+    notification: Notification
+    created_at: float
+    attempts: int
+    next_attempt: float
+
+
+class Store:
+    """The state file. ``Store(":memory:")`` for tests that need no file."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = str(path)
+        try:
+            self._db = self._open()
+        except sqlite3.DatabaseError as exc:
+            try:
+                aside = self._move_aside()
+            except OSError as move_error:
+                # Cannot even move it: run on memory rather than not at all, and say so.
+                log.error(
+                    "state_file_unusable",
+                    path=self.path,
+                    error=f"{exc}; moving it aside failed: {move_error}",
+                    consequence="state and undelivered alerts will not survive a restart",
+                )
+                self.path = ":memory:"
+            else:
+                log.error(
+                    "state_file_corrupt",
+                    path=self.path,
+                    error=str(exc),
+                    moved_to=aside,
+                    consequence="starting with empty state",
+                )
+            self._db = self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+                msg = "integrity check failed"
+                raise sqlite3.DatabaseError(msg)
+            db.executescript(_SCHEMA)
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _move_aside(self) -> str:
+        aside = f"{self.path}.corrupt-{int(time.time())}"
+        Path(self.path).rename(aside)
+        for suffix in ("-wal", "-shm"):
+            Path(self.path + suffix).unlink(missing_ok=True)
+        return aside
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- target state ----------------------------------------------------------------------
+    def load(self) -> dict[str, Stored]:
+        rows = self._db.execute(
+            "SELECT target, url, state, since, reason, error, incident_id, last_notified, labels"
+            " FROM target_state"
+        ).fetchall()
+        return {
+            row[0]: Stored(
+                url=row[1],
+                labels=json.loads(row[8]),
+                state=TargetState(
+                    state=row[2],
+                    since=row[3],
+                    reason=row[4],
+                    error=row[5],
+                    incident_id=row[6],
+                    last_notified=row[7],
+                ),
+            )
+            for row in rows
+        }
+
+    def save(
+        self,
+        target: str,
+        url: str,
+        labels: dict[str, str],
+        state: TargetState,
+        outgoing: Iterable[tuple[str, Notification]] = (),
+    ) -> list[int]:
+        """Persist ``state`` and queue ``outgoing`` (notifier, message) pairs atomically."""
+        with self._transaction():
+            self._db.execute(
+                "INSERT OR REPLACE INTO target_state VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    target,
+                    url,
+                    state.state,
+                    state.since,
+                    state.reason,
+                    state.error,
+                    state.incident_id,
+                    state.last_notified,
+                    json.dumps(labels),
+                ),
+            )
+            return self._enqueue(outgoing)
+
+    def forget(self, target: str, outgoing: Iterable[tuple[str, Notification]] = ()) -> None:
+        """Drop a removed target's state, queueing its last messages in the same transaction."""
+        with self._transaction():
+            self._db.execute("DELETE FROM target_state WHERE target = ?", (target,))
+            self._enqueue(outgoing)
+
+    # -- outbox ----------------------------------------------------------------------------
+    def enqueue(self, outgoing: Iterable[tuple[str, Notification]]) -> list[int]:
+        with self._transaction():
+            return self._enqueue(outgoing)
+
+    def _enqueue(self, outgoing: Iterable[tuple[str, Notification]]) -> list[int]:
+        ids = []
+        for notifier, note in outgoing:
+            cursor = self._db.execute(
+                "INSERT INTO outbox (notifier, payload, created_at, next_attempt)"
+                " VALUES (?, ?, ?, ?)",
+                (notifier, json.dumps(note.to_dict()), note.created_at, note.created_at),
+            )
+            ids.append(int(cursor.lastrowid or 0))
+        return ids
+
+    def next_pending(self, notifier: str) -> Pending | None:
+        """The oldest undelivered message of ``notifier`` (delivery keeps order per notifier)."""
+        row = self._db.execute(
+            "SELECT id, notifier, payload, created_at, attempts, next_attempt FROM outbox"
+            " WHERE notifier = ? ORDER BY id LIMIT 1",
+            (notifier,),
+        ).fetchone()
+        if row is None:
+            return None
+        note = Notification.from_dict(json.loads(row[2]))
+        return Pending(row[0], row[1], note, row[3], row[4], row[5])
+
+    def delivered(self, pending_id: int) -> None:
+        with self._transaction():
+            self._db.execute("DELETE FROM outbox WHERE id = ?", (pending_id,))
+
+    def retry_later(self, pending_id: int, attempts: int, next_attempt: float) -> None:
+        with self._transaction():
+            self._db.execute(
+                "UPDATE outbox SET attempts = ?, next_attempt = ? WHERE id = ?",
+                (attempts, next_attempt, pending_id),
+            )
+
+    def pending_notifiers(self) -> dict[str, int]:
+        """How many messages wait, by notifier name."""
+        rows = self._db.execute("SELECT notifier, COUNT(*) FROM outbox GROUP BY notifier")
+        return {name: count for name, count in rows.fetchall()}
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._db)
+
+
+class _Transaction:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (or ``ROLLBACK`` on error)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        self._db.execute("ROLLBACK" if exc_type is not None else "COMMIT")
