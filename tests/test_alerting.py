@@ -115,7 +115,7 @@ async def test_one_down_then_one_resolved(tmp_path: Path, world: World) -> None:
         changes = [(e["from"], e["to"]) for e in daemon.events if e["event"] == "state_change"]
         assert changes == [("unknown", "up"), ("up", "down"), ("down", "up")]
         assert next(e for e in daemon.events if e.get("to") == "down")["level"] == "warning"
-        status, text = await daemon.get("/metrics")
+        _, text = await daemon.get("/metrics")
         assert 'monitor_state{state="up",target="flip"} 1.0' in text
         assert 'monitor_notifications_total{notifier="hook",outcome="sent"} 2.0' in text
         assert await daemon.stop() == 0
