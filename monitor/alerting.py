@@ -49,20 +49,39 @@ class Alerting:
     async def start(self, targets: Iterable[Target]) -> None:
         """Restore state, settle what changed while we were away, start the workers."""
         self._session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
+        self.metrics.pending_notifications = self._pending
+        self.delivery = self._new_delivery()
+        self.apply(targets)
+        self.delivery.start()
+
+    def _pending(self) -> dict[str, int]:
+        return dict(self.delivery.pending) if self.delivery is not None else {}
+
+    def _new_delivery(self) -> Delivery:
+        assert self._session is not None
         notifiers: dict[str, BaseNotifier] = {
             name: build_notifier(cfg, self._session) for name, cfg in self._configs.items()
         }
-        self.delivery = Delivery(
+        return Delivery(
             self.store,
             notifiers,
             self._configs,
             count=self.metrics.count_notification,
             firing=self.firing_for,
         )
-        self.metrics.pending_notifications = lambda: (
-            dict(self.delivery.pending) if self.delivery else {}
-        )
-        self.apply(targets)
+
+    async def reload(self, config: MonitorFile) -> None:
+        """Apply a new config: new notifiers if they changed, then the new target set."""
+        configs = {n.name: n for n in config.notifiers}
+        if configs == self._configs:
+            self.apply(config.targets)
+            return
+        if self.delivery is not None:
+            # What is queued stays in the outbox; the new workers pick it up.
+            await self.delivery.stop(2.0)
+        self._configs = configs
+        self.delivery = self._new_delivery()
+        self.apply(config.targets)
         self.delivery.start()
 
     def apply(self, targets: Iterable[Target]) -> None:
@@ -104,6 +123,8 @@ class Alerting:
 
     def observe(self, target: Target, result: CheckResult) -> bool:
         """Judge one result; returns whether a quick re-check (retry_interval) is wanted."""
+        if self._targets.get(target.name) is not target:
+            return False  # removed or changed by a reload while this check ran
         prev = self.states.get(target.name, TargetState())
         outcome = step(target.name, prev, Observation.of(target, result), Policy.of(target))
         self.states[target.name] = outcome.state
@@ -164,6 +185,14 @@ class Alerting:
                     )
                 )
         return out
+
+    def summary(self) -> str:
+        """One line for systemd's STATUS=: how many targets are in which state."""
+        counts = dict.fromkeys(("up", "down", "degraded", "unknown"), 0)
+        for state in self.states.values():
+            counts[state.state] += 1
+        parts = ", ".join(f"{n} {s}" for s, n in counts.items())
+        return f"{len(self.states)} targets: {parts}"
 
     async def stop(self, grace_s: float) -> None:
         if self.delivery is not None:

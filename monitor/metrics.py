@@ -97,6 +97,15 @@ class Metrics:
         self.in_flight: Callable[[], int] = lambda: 0
         self.notifications: dict[tuple[str, str], int] = {}
         self.pending_notifications: Callable[[], dict[str, int]] = dict
+        self.reload_successful = 0.0
+        self.reload_success_ts = 0.0
+
+    def reload_ok(self, at: float) -> None:
+        self.reload_successful = 1.0
+        self.reload_success_ts = at
+
+    def reload_failed(self) -> None:
+        self.reload_successful = 0.0
 
     def register(self, registry: CollectorRegistry, *, process: bool = True) -> None:
         registry.register(_Collector(self))
@@ -242,6 +251,16 @@ class _Collector(Collector):
             m.skipped_total,
         )
         yield from _notification_families(m)
+        yield GaugeMetricFamily(
+            "monitor_config_last_reload_successful",
+            "1 if the last load of the config file succeeded",
+            m.reload_successful,
+        )
+        yield GaugeMetricFamily(
+            "monitor_config_last_reload_success_timestamp_seconds",
+            "When the config was last loaded successfully",
+            m.reload_success_ts,
+        )
         build = InfoMetricFamily("monitor_build", "The running version")
         build.add_metric([], {"version": __version__})
         yield build

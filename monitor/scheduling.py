@@ -39,6 +39,16 @@ RunCheck = Callable[[Target, float], Coroutine[Any, Any, None]]
 log = structlog.get_logger("monitor.scheduling")
 
 
+def _slot_count(interval_s: float) -> int:
+    # Independent of how many targets share the interval, so that adding or removing one
+    # target does not move the others: only occupied slots get a job.
+    return max(1, min(MAX_SLOTS_PER_INTERVAL, math.floor(interval_s / MIN_SLOT_WIDTH_S)))
+
+
+def _job_id(key: tuple[float, int]) -> str:
+    return f"{key[0]:g}s/{key[1]}"
+
+
 def slot_of(name: str, slots: int) -> int:
     """The stable slot of a target: the same on every start and every machine."""
     return zlib.crc32(name.encode()) % slots
@@ -56,6 +66,8 @@ class Scheduler:
         )
         self._slots: dict[tuple[float, int], list[Target]] = {}
         self._starts: dict[tuple[float, int], float] = {}
+        self._epochs: dict[float, float] = {}
+        self._current: dict[str, Target] = {}
         self._running: dict[str, asyncio.Task[None]] = {}
         self._accepting = False
 
@@ -65,38 +77,42 @@ class Scheduler:
 
     def start(self, targets: Iterable[Target]) -> None:
         """Lay out the slots and start firing; first runs begin within one interval."""
-        self._layout(list(targets), time.time())
         self._accepting = True
+        self.replace(targets)
         self._aps.start()
 
-    def _layout(self, targets: list[Target], now: float) -> None:
-        by_interval: dict[float, list[Target]] = {}
+    def replace(self, targets: Iterable[Target]) -> None:
+        """Schedule exactly ``targets``; used at start and on every reload.
+
+        A target's slot depends only on its name and interval, and every interval keeps the
+        epoch it first had, so a target that is unchanged by a reload keeps its schedule.
+        Slots that become empty lose their job; new ones start at their next turn.
+        """
+        now = time.time()
+        slots: dict[tuple[float, int], list[Target]] = {}
         for target in targets:
-            by_interval.setdefault(target.interval_s, []).append(target)
-        for interval_s, members in by_interval.items():
-            slots = max(
-                1,
-                min(
-                    MAX_SLOTS_PER_INTERVAL, len(members), math.floor(interval_s / MIN_SLOT_WIDTH_S)
-                ),
+            key = (target.interval_s, slot_of(target.name, _slot_count(target.interval_s)))
+            slots.setdefault(key, []).append(target)
+        for key in self._slots.keys() - slots.keys():
+            self._aps.remove_job(_job_id(key))
+            del self._starts[key]
+        for key in slots.keys() - self._slots.keys():
+            interval_s, index = key
+            epoch_s = self._epochs.setdefault(interval_s, now)
+            first_s = epoch_s + interval_s * index / _slot_count(interval_s)
+            if first_s < now:
+                first_s += math.ceil((now - first_s) / interval_s) * interval_s
+            self._starts[key] = first_s
+            start = datetime.fromtimestamp(first_s, UTC)
+            self._aps.add_job(
+                self._fire,
+                IntervalTrigger(seconds=interval_s, start_date=start),
+                args=(key,),
+                id=_job_id(key),
+                next_run_time=start,
             )
-            for target in members:
-                self._slots.setdefault((interval_s, slot_of(target.name, slots)), []).append(target)
-            for index in range(slots):
-                key = (interval_s, index)
-                if key not in self._slots:
-                    continue
-                first_s = now + interval_s * index / slots
-                self._starts[key] = first_s
-                self._aps.add_job(
-                    self._fire,
-                    IntervalTrigger(
-                        seconds=interval_s, start_date=datetime.fromtimestamp(first_s, UTC)
-                    ),
-                    args=(key,),
-                    id=f"{interval_s:g}s/{index}",
-                    next_run_time=datetime.fromtimestamp(first_s, UTC),
-                )
+        self._slots = slots
+        self._current = {t.name: t for ts in slots.values() for t in ts}
 
     async def _fire(self, key: tuple[float, int]) -> None:
         if not self._accepting:
@@ -131,9 +147,10 @@ class Scheduler:
             # A check never raises; this is a bug, and it must not pass unseen.
             log.error("check_crashed", target=name, exc_info=task.exception())
 
-    def check_now(self, target: Target) -> bool:
-        """Start a check of ``target`` at once unless one is running; used for retries."""
-        if not self._accepting or target.name in self._running:
+    def check_now(self, name: str) -> bool:
+        """Check target ``name`` at once unless it runs already or is gone; for retries."""
+        target = self._current.get(name)
+        if not self._accepting or target is None or name in self._running:
             return False
         self._spawn(target, time.time())
         return True

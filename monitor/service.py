@@ -29,6 +29,7 @@ from monitor.metrics import Metrics
 from monitor.scheduling import Scheduler
 from monitor.settings import Settings
 from monitor.store import Store
+from monitor.systemd import SystemdNotifier
 
 log = structlog.get_logger("monitor")
 
@@ -56,6 +57,10 @@ class Service:
         self.should_exit = asyncio.Event()
         self.force_exit = asyncio.Event()
         self.started = False
+        self.reload_requested = asyncio.Event()
+        self._reload_lock = asyncio.Lock()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.systemd = SystemdNotifier()
         self._runner: web.AppRunner | None = None
         self.bound_port: int | None = None
 
@@ -64,6 +69,7 @@ class Service:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.handle_exit, sig)
+        loop.add_signal_handler(signal.SIGHUP, self.reload_requested.set)
 
     def handle_exit(self, sig: int) -> None:
         if self.should_exit.is_set():
@@ -79,7 +85,13 @@ class Service:
             log.error("startup_failed", error=str(exc))
             await self._close()
             return EXIT_FAILURE
+        self.systemd.ready(self._status())
+        self._tasks = [asyncio.create_task(self._reloader()), asyncio.create_task(self._pulse())]
         await self.should_exit.wait()
+        self.systemd.stopping()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.shutdown()
         return EXIT_OK
 
@@ -90,6 +102,7 @@ class Service:
         self.alerting = Alerting(self.config, Store(self.settings.state_file), self.metrics)
         await self.alerting.start(targets)
         self.scheduler.start(targets)
+        self.metrics.reload_ok(time.time())
         self.started = True
         log.info(
             "startup",
@@ -120,10 +133,67 @@ class Service:
         log.info("stopped", cancelled_checks=cancelled)
 
     async def _close(self) -> None:
+        self.systemd.close()
         await self.checker.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    # -- reload ------------------------------------------------------------------------
+    async def _reloader(self) -> None:
+        while True:
+            await self.reload_requested.wait()
+            self.reload_requested.clear()
+            await self.reload()
+
+    async def reload(self) -> list[str]:
+        """Re-read the config file and apply it as a diff; returns the problems, if any.
+
+        An invalid file changes nothing: the old config keeps running.
+        """
+        async with self._reload_lock:
+            self.systemd.reloading()
+            try:
+                return await self._reload()
+            finally:
+                self.systemd.ready(self._status())
+
+    async def _reload(self) -> list[str]:
+        try:
+            config = await asyncio.to_thread(load_config, self.settings.config)
+        except ConfigError as exc:
+            self.metrics.reload_failed()
+            log.error("config_reload_failed", problems=exc.problems, kept="the running config")
+            return exc.problems
+        old = {t.name: t for t in self.config.targets}
+        new = {t.name: t for t in config.targets}
+        self.config = config
+        self.metrics.set_targets(config.targets)
+        if self.alerting is not None:
+            await self.alerting.reload(config)
+        self.scheduler.replace(config.targets)
+        self.metrics.reload_ok(time.time())
+        log.info(
+            "config_reloaded",
+            targets=len(new),
+            added=sorted(new.keys() - old.keys()),
+            removed=sorted(old.keys() - new.keys()),
+            changed=sorted(n for n in new.keys() & old.keys() if new[n] != old[n]),
+        )
+        return []
+
+    # -- systemd -----------------------------------------------------------------------
+    def _status(self) -> str:
+        return self.alerting.summary() if self.alerting else f"{len(self.config.targets)} targets"
+
+    async def _pulse(self) -> None:
+        """WATCHDOG=1 from the event loop itself (a stuck loop stops it), and STATUS=."""
+        interval_s = self.systemd.watchdog_interval_s or 10.0
+        while True:
+            if self.systemd.watchdog_interval_s is not None:
+                self.systemd.watchdog()
+            await asyncio.sleep(interval_s)
+            self.systemd.status(self._status())
 
     # -- checks ------------------------------------------------------------------------
     async def _run_check(self, target: Target, due_s: float) -> None:
@@ -142,7 +212,7 @@ class Service:
 
         def fire() -> None:
             del self._retries[target.name]
-            self.scheduler.check_now(target)
+            self.scheduler.check_now(target.name)
 
         loop = asyncio.get_running_loop()
         self._retries[target.name] = loop.call_later(target.retry_interval_s, fire)
@@ -156,6 +226,7 @@ class Service:
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
+        app.router.add_post("/-/reload", self._reload_endpoint)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.listen_host, self.settings.listen_port)
@@ -178,6 +249,13 @@ class Service:
         if "gzip" in request.headers.get("Accept-Encoding", ""):
             response.enable_compression()
         return response
+
+    async def _reload_endpoint(self, _request: web.Request) -> web.Response:
+        # As Prometheus does: 200 when applied, 500 with the problems otherwise.
+        problems = await self.reload()
+        if problems:
+            return web.Response(status=500, text="\n".join(problems) + "\n")
+        return web.Response(text="reloaded\n")
 
     async def _healthz(self, _request: web.Request) -> web.Response:
         # Answering at all proves the event loop runs.

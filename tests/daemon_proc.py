@@ -64,6 +64,18 @@ class Daemon:
                 return exc.code, exc.read().decode()
         return await asyncio.to_thread(fetch)
 
+    async def get_post(self, path: str) -> tuple[int, str]:
+        """POST (empty body) to a path on the metrics port."""
+        def post() -> tuple[int, str]:
+            url = f"http://127.0.0.1:{self.port}{path}"
+            request = urllib.request.Request(url, data=b"", method="POST")  # noqa: S310
+            try:
+                with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+                    return response.status, response.read().decode()
+            except urllib.error.HTTPError as exc:
+                return exc.code, exc.read().decode()
+        return await asyncio.to_thread(post)
+
     async def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 15) -> int:
         """Send ``sig`` and wait for the exit code."""
         if self.process.returncode is None:

@@ -175,7 +175,7 @@ class TestStop:
         scheduler.start(targets)
         await scheduler.stop(0)
         before = sum(len(r) for r in recorder.runs.values())
-        assert scheduler.check_now(targets[0]) is False
+        assert scheduler.check_now(targets[0].name) is False
         await asyncio.sleep(0.5)  # two intervals in which nothing may happen
         assert sum(len(r) for r in recorder.runs.values()) == before
 
@@ -194,3 +194,26 @@ async def test_every_target_gets_a_job(count: int) -> None:
     finally:
         await scheduler.stop(0)
     assert all(recorder.runs[t.name] for t in targets)
+
+
+class TestReplace:
+    async def test_unchanged_targets_keep_their_schedule(self) -> None:
+        """replace() leaves an unchanged target's job and next run alone, drops emptied slots,
+        and adds jobs for new targets."""
+        keep, gone = _targets(1, 60, prefix="keep") + _targets(1, 60, prefix="gone")
+        (new,) = _targets(1, 60, prefix="new")
+        scheduler = Scheduler(Recorder())
+        scheduler.start([keep, gone])
+        try:
+            before = {j.id: j.next_run_time for j in scheduler.jobs()}
+            scheduler.replace([keep, new])
+            after = {j.id: j.next_run_time for j in scheduler.jobs()}
+            keep_id = f"60s/{slot_of('keep0', MAX_SLOTS_PER_INTERVAL)}"
+            gone_id = f"60s/{slot_of('gone0', MAX_SLOTS_PER_INTERVAL)}"
+            new_id = f"60s/{slot_of('new0', MAX_SLOTS_PER_INTERVAL)}"
+            assert after[keep_id] == before[keep_id]
+            assert gone_id not in after
+            assert new_id in after
+            assert scheduler.check_now("gone0") is False  # no longer scheduled
+        finally:
+            await scheduler.stop(0)

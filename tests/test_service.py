@@ -1,0 +1,248 @@
+"""Running as a service: the systemd notify protocol and live reload, with real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from daemon_proc import Daemon, run_daemon
+from servers import serve_app
+
+from monitor.systemd import SystemdNotifier
+
+pytestmark = pytest.mark.slow
+
+
+class NotifySocket:
+    """A real AF_UNIX datagram socket standing in for systemd's NOTIFY_SOCKET."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.setblocking(False)
+        self.messages: list[dict[str, str]] = []
+
+    async def next_with(
+        self, key: str, value: str | None = None, timeout_s: float = 20
+    ) -> dict[str, str]:
+        """The next message (after those already seen) that has ``key`` (= ``value``)."""
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(timeout_s):
+            while True:
+                data = await loop.sock_recv(self.sock, 4096)
+                fields = dict(line.split("=", 1) for line in data.decode().splitlines())
+                self.messages.append(fields)
+                if key in fields and (value is None or fields[key] == value):
+                    return fields
+
+
+@pytest.fixture
+def notify_socket(tmp_path: Path) -> Iterator[NotifySocket]:
+    ns = NotifySocket(tmp_path / "notify.sock")
+    yield ns
+    ns.sock.close()
+
+
+@dataclass
+class Site:
+    """Targets /ok and /fail, and a webhook receiver at /hook."""
+
+    url: str = ""
+    received: list[dict[str, Any]] = field(default_factory=list)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def wait_received(self, count: int, timeout_s: float = 20) -> None:
+        async with asyncio.timeout(timeout_s):
+            while len(self.received) < count:
+                self.arrived.clear()
+                await self.arrived.wait()
+
+
+@pytest.fixture
+async def site() -> AsyncIterator[Site]:
+    state = Site()
+
+    async def ok(_r: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def fail(_r: web.Request) -> web.Response:
+        return web.Response(status=500)
+
+    async def hook(request: web.Request) -> web.Response:
+        state.received.append(await request.json())
+        state.arrived.set()
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_get("/ok", ok)
+    app.router.add_get("/fail", fail)
+    app.router.add_post("/hook", hook)
+    async with serve_app(app) as url:
+        state.url = url
+        yield state
+
+
+def _targets(base_url: str, *specs: str) -> str:
+    """YAML targets, each spec ``name:path[:interval]``."""
+    lines = []
+    for spec in specs:
+        name, path, *rest = spec.split(":")
+        interval = rest[0] if rest else "1s"
+        lines.append(
+            f'  - {{name: {name}, url: "{base_url}/{path}", interval: {interval}, timeout: 1s}}'
+        )
+    return "targets:\n" + "\n".join(lines) + "\n"
+
+
+def _series(text: str, target: str) -> list[str]:
+    return [line for line in text.splitlines() if f'target="{target}"' in line]
+
+
+class TestNotifyProtocol:
+    async def test_ready_watchdog_reload_stopping(
+        self, tmp_path: Path, site: Site, notify_socket: NotifySocket
+    ) -> None:
+        """READY once serving, WATCHDOG at half WATCHDOG_USEC, RELOADING then READY on
+        SIGHUP, STOPPING on SIGTERM, and a STATUS summary."""
+        config = tmp_path / "m.yaml"
+        config.write_text(_targets(site.url, "a:ok"))
+        env = {"NOTIFY_SOCKET": str(notify_socket.path), "WATCHDOG_USEC": "400000"}
+        async with run_daemon(config, env=env, wait_ready=False) as daemon:
+            ready = await notify_socket.next_with("READY", "1")
+            assert ready["STATUS"].startswith("1 targets:")
+            (startup,) = await daemon.wait_for(lambda e: e.get("event") == "startup")
+            daemon.port = int(str(startup["listen"]).rpartition(":")[2])
+            assert (await daemon.get("/readyz"))[0] == 200  # READY means the port is bound
+            await notify_socket.next_with("WATCHDOG", "1")
+            await notify_socket.next_with("WATCHDOG", "1")
+            daemon.process.send_signal(signal.SIGHUP)
+            reloading = await notify_socket.next_with("RELOADING", "1")
+            assert int(reloading["MONOTONIC_USEC"]) > 0
+            await notify_socket.next_with("READY", "1")
+            assert daemon.process.returncode is None
+            daemon.process.send_signal(signal.SIGTERM)
+            await notify_socket.next_with("STOPPING", "1")
+            assert await daemon.stop() == 0
+
+    def test_sending_never_blocks_when_nobody_reads(self, tmp_path: Path) -> None:
+        """A socket nobody reads fills up; further messages are dropped, not waited for."""
+        unread = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        unread.bind(str(tmp_path / "unread.sock"))
+        notifier = SystemdNotifier({"NOTIFY_SOCKET": str(tmp_path / "unread.sock")})
+        results = [notifier.watchdog() for _ in range(5000)]
+        assert results[0] is True
+        assert results[-1] is False  # the queue is full: dropped, and we are still here
+        unread.close()
+        notifier.close()
+
+    def test_watchdog_for_another_process_is_ignored(self) -> None:
+        """WATCHDOG_PID naming another process disables our watchdog pings; ours enables."""
+        other = SystemdNotifier({"WATCHDOG_USEC": "1000000", "WATCHDOG_PID": "1"})
+        mine = SystemdNotifier({"WATCHDOG_USEC": "1000000", "WATCHDOG_PID": str(os.getpid())})
+        assert other.watchdog_interval_s is None
+        assert mine.watchdog_interval_s == 0.5
+
+    def test_without_notify_socket_nothing_is_sent(self) -> None:
+        """Outside systemd every call is a no-op."""
+        notifier = SystemdNotifier({})
+        assert notifier.enabled is False
+        assert notifier.ready("x") is False
+
+    def test_abstract_socket_address(self) -> None:
+        """An @name NOTIFY_SOCKET is a Linux abstract socket."""
+        name = f"uptime-monitor-test-{os.getpid()}"
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        server.bind("\0" + name)
+        notifier = SystemdNotifier({"NOTIFY_SOCKET": "@" + name})
+        assert notifier.ready("fine") is True
+        assert server.recv(100) == b"READY=1\nSTATUS=fine"
+        server.close()
+        notifier.close()
+
+
+async def _reloaded(daemon: Daemon, count: int = 1) -> dict[str, Any]:
+    events = await daemon.wait_for(lambda e: e.get("event") == "config_reloaded", count=count)
+    return events[-1]
+
+
+class TestReload:
+    async def test_sighup_applies_a_diff(self, tmp_path: Path, site: Site) -> None:
+        """Unchanged targets keep their state, removed ones lose every series, new ones start."""
+        config = tmp_path / "m.yaml"
+        config.write_text(_targets(site.url, "keep:ok", "gone:ok", "moved:ok"))
+        async with run_daemon(config) as daemon:
+            await daemon.wait_for(lambda e: e.get("event") == "state_change", count=3)
+            config.write_text(_targets(site.url, "keep:ok", "moved:fail", "new:ok"))
+            daemon.process.send_signal(signal.SIGHUP)
+            event = await _reloaded(daemon)
+            assert event["added"] == ["new"]
+            assert event["removed"] == ["gone"]
+            assert event["changed"] == ["moved"]
+            await daemon.wait_for(lambda e: e.get("event") == "check" and e["target"] == "new")
+            _, text = await daemon.get("/metrics")
+            assert _series(text, "gone") == []
+            assert _series(text, "new")
+            assert "monitor_config_last_reload_successful 1.0" in text
+            changes = [
+                (e["target"], e["to"]) for e in daemon.events if e.get("event") == "state_change"
+            ]
+            # "keep" came up once and was never reset; "moved" (new URL) starts over.
+            assert changes.count(("keep", "up")) == 1
+            assert [
+                e
+                for e in daemon.events
+                if e.get("event") == "state_forgotten" and e["target"] == "moved"
+            ]
+            assert await daemon.stop() == 0
+
+    async def test_invalid_file_changes_nothing(self, tmp_path: Path, site: Site) -> None:
+        """A bad file on POST /-/reload answers 500 with the errors and keeps the old config."""
+        config = tmp_path / "m.yaml"
+        config.write_text(_targets(site.url, "a:ok"))
+        async with run_daemon(config) as daemon:
+            config.write_text("targets:\n  - {name: a, url: nope}\n")
+            status, body = await daemon.get_post("/-/reload")
+            assert status == 500
+            assert f"{config}:2: targets[0].url:" in body
+            _, text = await daemon.get("/metrics")
+            assert "monitor_config_last_reload_successful 0.0" in text
+            seen = sum(1 for e in daemon.events if e.get("event") == "check")
+            await daemon.wait_for(
+                lambda e: e.get("event") == "check" and e["target"] == "a", count=seen + 1
+            )
+            config.write_text(_targets(site.url, "a:ok", "b:ok"))
+            status, body = await daemon.get_post("/-/reload")
+            assert status == 200
+            _, text = await daemon.get("/metrics")
+            assert "monitor_config_last_reload_successful 1.0" in text
+            assert 'monitor_target_info{method="GET",target="b"' in text
+            assert await daemon.stop() == 0
+
+    async def test_removed_target_incident_is_resolved(self, tmp_path: Path, site: Site) -> None:
+        """Removing a target that is down sends the RESOLVED of its incident."""
+        config = tmp_path / "m.yaml"
+        header = (
+            f'notifiers: [{{name: hook, type: webhook, url: "{site.url}/hook"}}]\n'
+            "defaults: {alerts: {notifiers: [hook], failure_threshold: 1}}\n"
+        )
+        config.write_text(header + _targets(site.url, "ok:ok", "bad:fail"))
+        async with run_daemon(config) as daemon:
+            await site.wait_received(1)
+            assert [(m["event"], m["target"]) for m in site.received] == [("firing", "bad")]
+            config.write_text(header + _targets(site.url, "ok:ok"))
+            daemon.process.send_signal(signal.SIGHUP)
+            await _reloaded(daemon)
+            await site.wait_received(2)
+            resolved = site.received[1]
+            assert (resolved["event"], resolved["target"]) == ("resolved", "bad")
+            assert resolved["incident_id"] == site.received[0]["incident_id"]
+            assert await daemon.stop() == 0
