@@ -68,9 +68,9 @@ class Daemon:
         """POST (empty body) to a path on the metrics port."""
         def post() -> tuple[int, str]:
             url = f"http://127.0.0.1:{self.port}{path}"
-            request = urllib.request.Request(url, data=b"", method="POST")  # noqa: S310
+            request = urllib.request.Request(url, data=b"", method="POST")
             try:
-                with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+                with urllib.request.urlopen(request, timeout=10) as response:
                     return response.status, response.read().decode()
             except urllib.error.HTTPError as exc:
                 return exc.code, exc.read().decode()
