@@ -17,13 +17,21 @@ $(BIN)/uptime-monitor: pyproject.toml
 run: $(BIN)/uptime-monitor
 	$(BIN)/uptime-monitor run --config $(CONFIG)
 
-# promtool (Debian package prometheus) checks the exposition format in the tests.
+# Real Prometheus, promtool, Alertmanager and amtool (Debian packages) and systemd-analyze run
+# in the tests. As root (CI) they are installed; otherwise say what to install.
+DEBIAN_PACKAGES := prometheus prometheus-alertmanager systemd
 check-deps:
-	@if ! command -v promtool >/dev/null; then \
+	@missing=""; \
+	for tool in promtool prometheus prometheus-alertmanager amtool systemd-analyze; do \
+	  command -v $$tool >/dev/null || missing="$$missing $$tool"; \
+	done; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; \
+	    echo "installing$$missing (apt-get: $(DEBIAN_PACKAGES))"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      --no-install-recommends $(DEBIAN_PACKAGES) >/dev/null; \
 	  else \
-	    echo "promtool is missing: sudo apt-get install prometheus" >&2; exit 1; \
+	    echo "missing:$$missing; run: sudo apt-get install $(DEBIAN_PACKAGES)" >&2; exit 1; \
 	  fi; \
 	fi
 
