@@ -22,7 +22,7 @@ from typing import Any
 import structlog
 
 from monitor.config import Notifier as NotifierConfig
-from monitor.notifiers import BaseNotifier, DeliveryError, Notification
+from monitor.notifiers import Alertmanager, BaseNotifier, DeliveryError, Notification
 from monitor.store import Pending, Store
 
 log = structlog.get_logger("monitor.delivery")
@@ -74,9 +74,8 @@ class Delivery:
                 )
         for name, notifier in self._notifiers.items():
             self._tasks.append(asyncio.create_task(self._worker(name), name=f"notify:{name}"))
-            resend_s = getattr(self._configs[name], "resend_interval_s", None)
-            if resend_s is not None and hasattr(notifier, "resend"):
-                task = asyncio.create_task(self._resender(name, notifier, resend_s))
+            if isinstance(notifier, Alertmanager):
+                task = asyncio.create_task(self._resender(name, notifier))
                 self._tasks.append(task)
 
     def queued(self, names: list[str]) -> None:
@@ -149,18 +148,17 @@ class Delivery:
         self._count(name, "sent")
         log.info("notification_sent", attempts=pending.attempts + 1, **fields)
 
-    async def _resender(self, name: str, notifier: BaseNotifier, interval_s: float) -> None:
-        resend = notifier.resend  # type: ignore[attr-defined]
+    async def _resender(self, name: str, notifier: Alertmanager) -> None:
         while not self._stopping:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop_event.wait(), timeout=interval_s)
+                await asyncio.wait_for(self._stop_event.wait(), timeout=notifier.resend_interval_s)
             if self._stopping:
                 return
             firing = self._firing(name)
             if not firing:
                 continue
             try:
-                await resend(firing)
+                await notifier.resend(firing)
             except DeliveryError as exc:
                 # The next round re-sends them all anyway; endsAt leaves four rounds of slack.
                 log.warning(

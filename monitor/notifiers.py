@@ -21,8 +21,8 @@ The payloads:
 ``slack``
     An incoming-webhook message: a one-line ``text`` such as
     ``:red_circle: DOWN api (connect: Cannot connect ...) since 12:01 UTC`` or
-    ``:large_green_circle: RESOLVED api after 5m`` (``:warning:`` for degraded), and one
-    attachment coloured by severity whose ``fields`` repeat every detail.
+    ``:large_green_circle: RESOLVED api after 5m`` (``:warning:`` for degraded, ``STILL DOWN``
+    for a reminder), and one attachment coloured by severity whose ``fields`` repeat every detail.
 ``alertmanager``
     A JSON list POSTed to ``<url>/api/v2/alerts``; one alert per incident with labels
     ``alertname`` (``TargetDown`` or ``TargetDegraded``, from the incident's state, so a resolve
@@ -33,8 +33,9 @@ The payloads:
     re-posts all firing alerts; Alertmanager merges identical label sets, so several replicas
     make one notification.
 ``email``
-    SMTP (aiosmtplib) from ``from`` to ``to``, subject ``[DOWN] api: connect`` or
-    ``[RESOLVED] api``, a plain-text body listing every webhook field.
+    SMTP (aiosmtplib) from ``from`` to ``to``, subject ``[DOWN] api: connect``,
+    ``[STILL DOWN] api: connect`` or ``[RESOLVED] api``, a plain-text body listing every webhook
+    field.
 ``pagerduty``
     Events API v2: ``{"routing_key", "event_action": "trigger" | "resolve", "dedup_key":
     incident_id, "payload": {"summary", "source": url, "severity": "critical" | "warning",

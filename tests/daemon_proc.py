@@ -39,8 +39,9 @@ class Daemon:
             self._changed.set()
         self._changed.set()
 
-    async def wait_for(self, predicate: Callable[[Event], bool], count: int = 1,
-                       timeout_s: float = 20) -> list[Event]:
+    async def wait_for(
+        self, predicate: Callable[[Event], bool], count: int = 1, timeout_s: float = 20
+    ) -> list[Event]:
         """Wait until ``count`` events match ``predicate``; return them."""
         async with asyncio.timeout(timeout_s):
             while True:
@@ -55,6 +56,7 @@ class Daemon:
 
     async def get(self, path: str) -> tuple[int, str]:
         """GET a path on the metrics port (in a thread: urllib is blocking)."""
+
         def fetch() -> tuple[int, str]:
             url = f"http://127.0.0.1:{self.port}{path}"
             try:
@@ -62,10 +64,12 @@ class Daemon:
                     return response.status, response.read().decode()
             except urllib.error.HTTPError as exc:
                 return exc.code, exc.read().decode()
+
         return await asyncio.to_thread(fetch)
 
     async def get_post(self, path: str) -> tuple[int, str]:
         """POST (empty body) to a path on the metrics port."""
+
         def post() -> tuple[int, str]:
             url = f"http://127.0.0.1:{self.port}{path}"
             request = urllib.request.Request(url, data=b"", method="POST")
@@ -74,6 +78,7 @@ class Daemon:
                     return response.status, response.read().decode()
             except urllib.error.HTTPError as exc:
                 return exc.code, exc.read().decode()
+
         return await asyncio.to_thread(post)
 
     async def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 15) -> int:
@@ -91,14 +96,23 @@ def command(*args: str) -> list[str]:
 
 
 @asynccontextmanager
-async def run_daemon(config: Path, *extra: str, env: dict[str, str] | None = None,
-                     wait_ready: bool = True) -> AsyncIterator[Daemon]:
+async def run_daemon(
+    config: Path, *extra: str, env: dict[str, str] | None = None, wait_ready: bool = True
+) -> AsyncIterator[Daemon]:
     """Start the daemon on ``config`` with a free metrics port; kill it if the test fails."""
     if "--state-file" not in extra:
         extra = (*extra, "--state-file", str(config.parent / "state.db"))
     process = await asyncio.create_subprocess_exec(
-        *command("run", "--config", str(config), "--listen", "127.0.0.1:0",
-                 "--log-format", "json", *extra),
+        *command(
+            "run",
+            "--config",
+            str(config),
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            *extra,
+        ),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
         env={**os.environ, **(env or {})},
@@ -115,3 +129,15 @@ async def run_daemon(config: Path, *extra: str, env: dict[str, str] | None = Non
             process.kill()
             await process.wait()
         daemon._reader.cancel()
+
+
+def first_slot_name(prefix: str = "t") -> str:
+    """A target name whose stable slot fires right at start (first runs are otherwise spread
+    over the interval, so a lone 60 s target may wait up to a minute)."""
+    from monitor.scheduling import MAX_SLOTS_PER_INTERVAL, slot_of
+
+    return next(
+        f"{prefix}{i}"
+        for i in range(100_000)
+        if slot_of(f"{prefix}{i}", MAX_SLOTS_PER_INTERVAL) == 0
+    )

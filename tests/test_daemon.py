@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-from daemon_proc import command, run_daemon
+from daemon_proc import command, first_slot_name, run_daemon
 from prometheus_client.parser import text_string_to_metric_families
 from servers import serve_app
 
@@ -49,8 +49,11 @@ def _write(path: Path, text: str) -> Path:
 
 async def _run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
-        *command(*args), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, **(env or {})}, cwd=tempfile.gettempdir(),
+        *command(*args),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+        cwd=tempfile.gettempdir(),
     )
     out, err = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode is not None
@@ -62,11 +65,14 @@ class TestDaemon:
         """Checks run on their interval, /metrics reports them, SIGTERM exits 0 cleanly."""
         app, _ = _app()
         async with serve_app(app) as base:
-            config = _write(tmp_path / "m.yaml", f"""
+            config = _write(
+                tmp_path / "m.yaml",
+                f"""
 targets:
   - {{name: good, url: "{base}/ok", interval: 1s, timeout: 1s, labels: {{team: web}}}}
   - {{name: bad, url: "{base}/fail", interval: 1s, timeout: 1s}}
-""")
+""",
+            )
             async with run_daemon(config) as daemon:
                 checks = await daemon.wait_for(lambda e: e.get("event") == "check", count=4)
                 assert {c["target"] for c in checks} == {"good", "bad"}
@@ -80,18 +86,26 @@ targets:
                 assert status == 200
                 samples = {
                     (s.name, tuple(sorted(s.labels.items()))): s.value
-                    for f in text_string_to_metric_families(text) for s in f.samples
+                    for f in text_string_to_metric_families(text)
+                    for s in f.samples
                 }
                 assert samples[("monitor_up", (("target", "good"),))] == 1
                 assert samples[("monitor_up", (("target", "bad"),))] == 0
                 assert samples[("monitor_http_status_code", (("target", "bad"),))] == 500
-                assert samples[("monitor_checks_total", (("reason", "status"),
-                                                         ("target", "bad")))] >= 1
+                assert (
+                    samples[("monitor_checks_total", (("reason", "status"), ("target", "bad")))]
+                    >= 1
+                )
                 assert any(name == "process_resident_memory_bytes" for name, _ in samples)
                 if shutil.which("promtool"):
                     check = await asyncio.create_subprocess_exec(
-                        "promtool", "check", "metrics", stdin=asyncio.subprocess.PIPE,
-                        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+                        "promtool",
+                        "check",
+                        "metrics",
+                        stdin=asyncio.subprocess.PIPE,
+                        stdout=asyncio.subprocess.PIPE,
+                        stderr=asyncio.subprocess.STDOUT,
+                    )
                     out, _ = await check.communicate(text.encode())
                     assert check.returncode == 0, out.decode()
 
@@ -105,10 +119,13 @@ targets:
         """A check that hangs past the grace period is cancelled and the daemon still exits 0."""
         app, hanging = _app()
         async with serve_app(app) as base:
-            config = _write(tmp_path / "m.yaml", f"""
+            config = _write(
+                tmp_path / "m.yaml",
+                f"""
 targets:
-  - {{name: slow, url: "{base}/hang", interval: 60s, timeout: 50s}}
-""")
+  - {{name: {first_slot_name()}, url: "{base}/hang", interval: 60s, timeout: 50s}}
+""",
+            )
             async with run_daemon(config, env={"MONITOR_SHUTDOWN_GRACE_S": "0.5"}) as daemon:
                 await asyncio.wait_for(hanging.wait(), 20)
                 assert await daemon.stop() == 0
@@ -120,13 +137,16 @@ targets:
         app, _ = _app()
         async with serve_app(app) as base:
             user_url = base.replace("http://", "http://bob:pw-s3cret@")
-            config = _write(tmp_path / "m.yaml", f"""
+            config = _write(
+                tmp_path / "m.yaml",
+                f"""
 defaults: {{interval: 1s, timeout: 1s}}
 targets:
   - name: auth
     url: "{user_url}/fail"
     headers: {{Authorization: "Bearer ${{TOKEN}}"}}
-""")
+""",
+            )
             env = {"TOKEN": "tok-s3cret"}
             async with run_daemon(config, env=env) as daemon:
                 await daemon.wait_for(lambda e: e.get("event") == "check", count=2)
@@ -149,8 +169,15 @@ targets:
         async with serve_app(app) as base:
             port = base.rpartition(":")[2]
             config = _write(tmp_path / "m.yaml", f'targets: [{{name: a, url: "{base}/ok"}}]\n')
-            code, out, err = await _run("run", "--config", str(config), "--listen",
-                                        f"127.0.0.1:{port}", "--log-format", "json")
+            code, out, err = await _run(
+                "run",
+                "--config",
+                str(config),
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--log-format",
+                "json",
+            )
         assert code == 1
         (failed,) = [json.loads(line) for line in out.splitlines() if "startup_failed" in line]
         assert f"127.0.0.1:{port}" in failed["error"]
@@ -162,17 +189,21 @@ class TestCommands:
         """`check` checks every target once, prints each and a total, exits 1 if any failed."""
         app, _ = _app()
         async with serve_app(app) as base:
-            config = _write(tmp_path / "m.yaml", f"""
+            config = _write(
+                tmp_path / "m.yaml",
+                f"""
 targets:
   - {{name: good, url: "{base}/ok"}}
   - {{name: bad, url: "{base}/fail"}}
-""")
+""",
+            )
             code, out, _ = await _run("check", "--config", str(config))
             assert code == 1
             assert "good" in out and "bad" in out and "500" in out
             assert "2 checked, 1 failed" in out
-            code, out, _ = await _run("check", "--config", str(config), "-t", "good",
-                                      "--format", "json")
+            code, out, _ = await _run(
+                "check", "--config", str(config), "-t", "good", "--format", "json"
+            )
         assert code == 0
         report = json.loads(out)
         assert [r["target"] for r in report["results"]] == ["good"]
@@ -190,9 +221,11 @@ targets:
         good = _write(tmp_path / "good.yaml", 'targets: [{name: a, url: "http://127.0.0.1/"}]\n')
         code, out, _ = await _run("validate", "--config", str(good))
         assert code == 0 and "1 targets" in out
-        bad = _write(tmp_path / "bad.yaml",
-                     "targets:\n  - {name: a, url: 'http://x/', interval: 5s, timeout: 9s}\n"
-                     "  - {name: a, url: 'http://y/', color: red}\n")
+        bad = _write(
+            tmp_path / "bad.yaml",
+            "targets:\n  - {name: a, url: 'http://x/', interval: 5s, timeout: 9s}\n"
+            "  - {name: a, url: 'http://y/', color: red}\n",
+        )
         code, _, err = await _run("validate", "--config", str(bad))
         assert code == 2
         lines = err.strip().splitlines()
@@ -220,7 +253,7 @@ async def test_sigint_twice_forces_exit(tmp_path: Path) -> None:
     """A second SIGINT skips the grace period: a long grace does not hold the exit."""
     app, hanging = _app()
     async with serve_app(app) as base:
-        target = f'{{name: s, url: "{base}/hang", interval: 60s, timeout: 50s}}'
+        target = f'{{name: {first_slot_name()}, url: "{base}/hang", interval: 60s, timeout: 50s}}'
         config = _write(tmp_path / "m.yaml", f"targets: [{target}]\n")
         async with run_daemon(config, env={"MONITOR_SHUTDOWN_GRACE_S": "300"}) as daemon:
             await asyncio.wait_for(hanging.wait(), 20)

@@ -16,12 +16,25 @@ from monitor.config import Target
 from monitor.metrics import Metrics
 
 
-def _result(name: str, *, ok: bool = True, reason: str = "ok", status: int = 200,
-            duration_s: float = 0.2, expiry: float | None = None) -> CheckResult:
+def _result(
+    name: str,
+    *,
+    ok: bool = True,
+    reason: str = "ok",
+    status: int = 200,
+    duration_s: float = 0.2,
+    expiry: float | None = None,
+) -> CheckResult:
     return CheckResult(
-        target=name, ok=ok, reason=reason, status=status,  # type: ignore[arg-type]
-        duration_s=duration_s, started_at=time.time(),
-        phases_s=dict.fromkeys(PHASES, 0.01), tls_expiry_ts=expiry, error="",
+        target=name,
+        ok=ok,
+        reason=reason,
+        status=status,  # type: ignore[arg-type]
+        duration_s=duration_s,
+        started_at=time.time(),
+        phases_s=dict.fromkeys(PHASES, 0.01),
+        tls_expiry_ts=expiry,
+        error="",
     )
 
 
@@ -42,13 +55,13 @@ def _samples(registry: CollectorRegistry) -> dict[tuple[str, frozenset[tuple[str
     }
 
 
-def _get(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str,
-         **labels: str) -> float | None:
+def _get(
+    samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
+) -> float | None:
     return samples.get((name, frozenset(labels.items())))
 
 
-API = Target(name="api", url="https://user:hunter2@127.0.0.1:8443/health",
-             labels={"team": "core"})
+API = Target(name="api", url="https://user:hunter2@127.0.0.1:8443/health", labels={"team": "core"})
 WEB = Target(name="web", url="http://127.0.0.1:8080/")
 
 
@@ -93,15 +106,25 @@ class TestValues:
         text = generate_latest(registry).decode()
         assert 'team="core"' in text
         assert "hunter2" not in text
-        assert _get(_samples(registry), "monitor_target_info", target="api", method="GET",
-                    team="core", url="https://user:***@127.0.0.1:8443/health") == 1
+        assert (
+            _get(
+                _samples(registry),
+                "monitor_target_info",
+                target="api",
+                method="GET",
+                team="core",
+                url="https://user:***@127.0.0.1:8443/health",
+            )
+            == 1
+        )
 
     def test_http_target_has_no_certificate_series(self) -> None:
         """Only targets that presented a certificate export an expiry."""
         metrics, registry = _setup(WEB)
         metrics.observe(_result("web"))
-        assert "monitor_tls_cert_expiry_timestamp_seconds{" not in generate_latest(
-            registry).decode()
+        assert (
+            "monitor_tls_cert_expiry_timestamp_seconds{" not in generate_latest(registry).decode()
+        )
 
     def test_no_created_series(self) -> None:
         """No _created series: they cost 20 % of the exposition for nothing here."""
@@ -143,7 +166,8 @@ def test_promtool_accepts_the_exposition(promtool: str) -> None:
     metrics.observe(_result("web", ok=False, reason="status", status=503, duration_s=3))
     metrics.lateness.observe(0.002)
     text = generate_latest(registry)
-    result = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
-                            check=False)
+    result = subprocess.run(
+        [promtool, "check", "metrics"], input=text, capture_output=True, check=False
+    )
     assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
     assert b"monitor_schedule_lateness_seconds_bucket" in text

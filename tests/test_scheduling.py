@@ -15,8 +15,12 @@ from monitor.scheduling import MAX_SLOTS_PER_INTERVAL, Scheduler, slot_of
 
 def _targets(count: int, interval_s: float = 1.0, prefix: str = "t") -> list[Target]:
     return [
-        Target(name=f"{prefix}{i}", url=f"http://127.0.0.1:9/{i}", interval=interval_s,
-               timeout=min(interval_s, 1.0))
+        Target(
+            name=f"{prefix}{i}",
+            url=f"http://127.0.0.1:9/{i}",
+            interval=interval_s,
+            timeout=min(interval_s, 1.0),
+        )
         for i in range(count)
     ]
 

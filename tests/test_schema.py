@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 from pydantic import BaseModel
 from ruamel.yaml import YAML
 
-from monitor.config import TLS, Expect, MonitorFile, Target, json_schema
+from monitor.config import TLS, Alerts, Expect, MonitorFile, Notifier, Target, json_schema
 from monitor.loader import load_config, parse_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -19,6 +19,24 @@ SCHEMA = ROOT / "config" / "monitor.schema.json"
 EXAMPLE = ROOT / "monitor.example.yaml"
 EXAMPLES = sorted((ROOT / "config" / "examples").glob("*.yaml"))
 ALL_EXAMPLES = [EXAMPLE, *EXAMPLES]
+# The notifier models, from the config's union, so a new type is checked without editing here.
+NOTIFIER_MODELS: tuple[type[BaseModel], ...] = get_args(get_args(Notifier)[0])
+SHOWN_MODELS: tuple[type[BaseModel], ...] = (
+    MonitorFile,
+    Target,
+    Expect,
+    TLS,
+    Alerts,
+    *NOTIFIER_MODELS,
+)
+EXPLAINED_MODELS: tuple[type[BaseModel], ...] = (Target, Expect, TLS, Alerts, *NOTIFIER_MODELS)
+# The secrets the example's commented-out notifiers read from the environment.
+SECRETS = {
+    "WEBHOOK_TOKEN": "t0ken",
+    "SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T0/B0/x",
+    "SMTP_PASSWORD": "pw",
+    "PAGERDUTY_ROUTING_KEY": "key",
+}
 
 
 def _keys(model: type[BaseModel]) -> list[str]:
@@ -31,6 +49,16 @@ def _uncommented(text: str) -> str:
     start = next(i for i, line in enumerate(lines) if line.startswith("targets:"))
     active = [re.sub(r"^  # (- |  )", r"  \1", line) for line in lines[start:]]
     return "\n".join(lines[:start] + active) + "\n"
+
+
+def _notifiers_uncommented(text: str) -> str:
+    """The example with its commented-out ``notifiers:`` section and their use switched on."""
+    lines = text.splitlines()
+    start = lines.index("# notifiers:")
+    end = next(i for i in range(start, len(lines)) if not lines[i].startswith("#"))
+    block = [re.sub(r"^# ?", "", line) for line in lines[start:end]]
+    before = [re.sub(r"^(\s+)# (notifiers: \[)", r"\1\2", line) for line in lines[:start]]
+    return "\n".join(before + block + lines[end:]) + "\n"
 
 
 def _yaml_data(path: Path) -> Any:
@@ -98,11 +126,19 @@ class TestExamples:
         assert len(config.targets) > 2
         assert "Bearer secret" in {t.headers.get("Authorization") for t in config.targets}
 
+    def test_commented_out_notifiers_are_valid_too(self) -> None:
+        """Uncommenting the example's notifiers (and targets) gives all five types, in use."""
+        text = _uncommented(_notifiers_uncommented(EXAMPLE.read_text(encoding="utf-8")))
+        config = parse_config(text, "uncommented.yaml", {"API_TOKEN": "secret", **SECRETS})
+        assert {type(n) for n in config.notifiers} == set(NOTIFIER_MODELS)
+        assert config.defaults.alerts.notifiers == ("ops-webhook", "team-slack")
+        assert all(t.alerts.notifiers == ("ops-webhook", "team-slack") for t in config.targets)
+
 
 class TestExampleCoverage:
     @pytest.mark.parametrize(
         ("model", "key"),
-        [(m, k) for m in (MonitorFile, Target, Expect, TLS) for k in _keys(m)],
+        [(m, k) for m in SHOWN_MODELS for k in _keys(m)],
         ids=lambda v: v if isinstance(v, str) else v.__name__,
     )
     def test_every_option_is_shown(self, model: type[BaseModel], key: str) -> None:
@@ -111,7 +147,7 @@ class TestExampleCoverage:
         pattern = rf"^\s*(#\s*)?(-\s+)?{re.escape(key)}:"
         assert re.search(pattern, text, re.MULTILINE), f"{model.__name__}.{key} is not shown"
 
-    @pytest.mark.parametrize("key", [k for m in (Target, Expect, TLS) for k in _keys(m)])
+    @pytest.mark.parametrize("key", sorted({k for m in EXPLAINED_MODELS for k in _keys(m)}))
     def test_every_option_is_explained(self, key: str) -> None:
         """Each option's first appearance in the example carries a comment with its default."""
         lines = EXAMPLE.read_text(encoding="utf-8").splitlines()
@@ -129,6 +165,15 @@ class TestJsonSchemaValidation:
         validator = jsonschema.Draft202012Validator(json.loads(SCHEMA.read_text("utf-8")))
         errors = [e.message for e in validator.iter_errors(_yaml_data(path))]
         assert errors == []
+
+    def test_uncommented_notifiers_validate_against_schema(self) -> None:
+        """The example's notifiers, once uncommented, are valid per the JSON schema too."""
+        jsonschema = pytest.importorskip("jsonschema")
+        validator = jsonschema.Draft202012Validator(json.loads(SCHEMA.read_text("utf-8")))
+        text = _notifiers_uncommented(EXAMPLE.read_text(encoding="utf-8"))
+        data = YAML(typ="safe", pure=True).load(text)
+        assert len(data["notifiers"]) == len(NOTIFIER_MODELS)
+        assert [e.message for e in validator.iter_errors(data)] == []
 
     def test_schema_rejects_a_typo(self) -> None:
         """The schema catches an unknown key as the loader does, so the check above has teeth."""
