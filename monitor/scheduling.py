@@ -45,6 +45,11 @@ def _slot_count(interval_s: float) -> int:
     return max(1, min(MAX_SLOTS_PER_INTERVAL, math.floor(interval_s / MIN_SLOT_WIDTH_S)))
 
 
+def _within_slot(name: str) -> float:
+    """A stable fraction in [0, 1) of the slot's width, from other bits than slot_of uses."""
+    return (zlib.crc32(name.encode()[::-1]) & 0xFFFF) / 0x10000
+
+
 def _job_id(key: tuple[float, int]) -> str:
     return f"{key[0]:g}s/{key[1]}"
 
@@ -123,17 +128,31 @@ class Scheduler:
         due_s = start_s + max(0, math.floor((now - start_s) / interval_s + 1e-9)) * interval_s
         if now - due_s > interval_s:  # pragma: no cover - coalesce keeps this below interval
             log.warning("schedule_behind", interval_s=interval_s, late_s=round(now - due_s, 3))
+        loop = asyncio.get_running_loop()
+        slot_width_s = interval_s / _slot_count(interval_s)
         for target in self._slots.get(key, ()):
-            if target.name in self._running:
-                if self._on_skip is not None:
-                    self._on_skip(target)
-                log.warning(
-                    "check_skipped",
-                    target=target.name,
-                    why="the previous check of this target is still running",
-                )
-                continue
-            self._spawn(target, due_s)
+            # Within its slot each target has its own stable offset, so a slot of hundreds
+            # of targets starts them over the slot's width rather than all in one instant.
+            target_due_s = due_s + _within_slot(target.name) * slot_width_s
+            delay_s = target_due_s - now
+            if delay_s <= 0:
+                self._start(target, target_due_s)
+            else:
+                loop.call_later(delay_s, self._start, target, target_due_s)
+
+    def _start(self, target: Target, due_s: float) -> None:
+        if not self._accepting or self._current.get(target.name) is not target:
+            return  # stopped, or removed/changed by a reload since the slot fired
+        if target.name in self._running:
+            if self._on_skip is not None:
+                self._on_skip(target)
+            log.warning(
+                "check_skipped",
+                target=target.name,
+                why="the previous check of this target is still running",
+            )
+            return
+        self._spawn(target, due_s)
 
     def _spawn(self, target: Target, due_s: float) -> None:
         task = asyncio.create_task(self._run_check(target, due_s), name=f"check:{target.name}")

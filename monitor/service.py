@@ -9,6 +9,7 @@ the rest. A second SIGINT/SIGTERM skips the grace period.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import signal
 import sys
 import time
@@ -17,7 +18,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from monitor import __version__
 from monitor.alerting import Alerting
@@ -239,16 +240,17 @@ class Service:
         self.bound_port = server.sockets[0].getsockname()[1] if server else None
 
     async def _metrics(self, request: web.Request) -> web.StreamResponse:
-        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
         started = time.perf_counter()
-        # Rendering 10,000 targets takes about half a second: do it off the event loop so
-        # checks keep their schedule while Prometheus scrapes.
-        body = await asyncio.to_thread(encoder, self.registry)
-        log.debug("scrape", bytes=len(body), render_s=round(time.perf_counter() - started, 4))
-        response = web.Response(body=body, headers={"Content-Type": content_type})
+        # Rendered on the loop in chunks (see monitor.metrics): checks keep their schedule.
+        body = await self.metrics.render(self.registry)
+        headers = {"Content-Type": CONTENT_TYPE_LATEST}
         if "gzip" in request.headers.get("Accept-Encoding", ""):
-            response.enable_compression()
-        return response
+            # Level 1: a sixth of the size at a tenth of level 9's cost; zlib releases the
+            # GIL, so a worker thread really runs beside the loop.
+            body = await asyncio.to_thread(gzip.compress, body, 1)
+            headers["Content-Encoding"] = "gzip"
+        log.debug("scrape", bytes=len(body), render_s=round(time.perf_counter() - started, 4))
+        return web.Response(body=body, headers=headers)
 
     async def _reload_endpoint(self, _request: web.Request) -> web.Response:
         # As Prometheus does: 200 when applied, 500 with the problems otherwise.

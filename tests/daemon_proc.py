@@ -141,3 +141,26 @@ def first_slot_name(prefix: str = "t") -> str:
         for i in range(100_000)
         if slot_of(f"{prefix}{i}", MAX_SLOTS_PER_INTERVAL) == 0
     )
+
+
+def sample(text: str, name: str, **labels: str) -> float | None:
+    """The value of one series in an exposition, whatever the label order; None if absent."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and s.labels == labels:
+                return float(s.value)
+    return None
+
+
+def label_sets(text: str, name: str) -> list[dict[str, str]]:
+    """The label sets of every series called ``name`` in an exposition."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return [
+        dict(s.labels)
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == name
+    ]

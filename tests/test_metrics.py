@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
 import time
 
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from monitor.checks import PHASES, CheckResult
@@ -46,8 +47,10 @@ def _setup(*targets: Target) -> tuple[Metrics, CollectorRegistry]:
     return metrics, registry
 
 
-def _samples(registry: CollectorRegistry) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    text = generate_latest(registry).decode()
+def _samples(
+    metrics: Metrics, registry: CollectorRegistry
+) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    text = metrics.render_now(registry).decode()
     return {
         (s.name, frozenset(s.labels.items())): s.value
         for family in text_string_to_metric_families(text)
@@ -70,7 +73,7 @@ class TestValues:
         """After one passing check the contract's series carry its values."""
         metrics, registry = _setup(API, WEB)
         metrics.observe(_result("api", expiry=2_000_000_000.0))
-        s = _samples(registry)
+        s = _samples(metrics, registry)
         assert _get(s, "monitor_up", target="api") == 1
         assert _get(s, "monitor_http_status_code", target="api") == 200
         assert _get(s, "monitor_checks_total", target="api", reason="ok") == 1
@@ -87,7 +90,7 @@ class TestValues:
         metrics, registry = _setup(WEB)
         metrics.observe(_result("web", ok=False, reason="connect", status=0))
         metrics.observe(_result("web", ok=False, reason="connect", status=0))
-        s = _samples(registry)
+        s = _samples(metrics, registry)
         assert _get(s, "monitor_up", target="web") == 0
         assert _get(s, "monitor_http_status_code", target="web") == 0
         assert _get(s, "monitor_checks_total", target="web", reason="connect") == 2
@@ -95,20 +98,20 @@ class TestValues:
 
     def test_unchecked_targets_have_no_up_series_yet(self) -> None:
         """Before its first check a target reports no monitor_up: unknown is not down."""
-        _metrics, registry = _setup(WEB)
-        s = _samples(registry)
+        metrics, registry = _setup(WEB)
+        s = _samples(metrics, registry)
         assert _get(s, "monitor_up", target="web") is None
         assert _get(s, "monitor_targets") == 1
 
     def test_target_info_carries_labels_and_no_password(self) -> None:
         """monitor_target_info has the static labels and the URL without its password."""
-        _metrics, registry = _setup(API)
-        text = generate_latest(registry).decode()
+        metrics, registry = _setup(API)
+        text = metrics.render_now(registry).decode()
         assert 'team="core"' in text
         assert "hunter2" not in text
         assert (
             _get(
-                _samples(registry),
+                _samples(metrics, registry),
                 "monitor_target_info",
                 target="api",
                 method="GET",
@@ -123,14 +126,15 @@ class TestValues:
         metrics, registry = _setup(WEB)
         metrics.observe(_result("web"))
         assert (
-            "monitor_tls_cert_expiry_timestamp_seconds{" not in generate_latest(registry).decode()
+            "monitor_tls_cert_expiry_timestamp_seconds{"
+            not in metrics.render_now(registry).decode()
         )
 
     def test_no_created_series(self) -> None:
         """No _created series: they cost 20 % of the exposition for nothing here."""
         metrics, registry = _setup(WEB)
         metrics.observe(_result("web"))
-        assert "monitor_checks_created" not in generate_latest(registry).decode()
+        assert "monitor_checks_created" not in metrics.render_now(registry).decode()
 
 
 class TestTargetsChange:
@@ -139,14 +143,14 @@ class TestTargetsChange:
         metrics, registry = _setup(API, WEB)
         metrics.observe(_result("api"))
         metrics.set_targets([WEB])
-        assert 'target="api"' not in generate_latest(registry).decode()
+        assert 'target="api"' not in metrics.render_now(registry).decode()
 
     def test_result_of_a_removed_target_is_ignored(self) -> None:
         """A check that finishes after its target was removed adds nothing back."""
         metrics, registry = _setup(WEB)
         metrics.set_targets([])
         metrics.observe(_result("web"))
-        assert 'target="web"' not in generate_latest(registry).decode()
+        assert 'target="web"' not in metrics.render_now(registry).decode()
 
 
 @pytest.fixture(scope="module")
@@ -165,9 +169,50 @@ def test_promtool_accepts_the_exposition(promtool: str) -> None:
     metrics.observe(_result("api", expiry=2e9))
     metrics.observe(_result("web", ok=False, reason="status", status=503, duration_s=3))
     metrics.lateness.observe(0.002)
-    text = generate_latest(registry)
+    text = metrics.render_now(registry)
     result = subprocess.run(
         [promtool, "check", "metrics"], input=text, capture_output=True, check=False
     )
     assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
     assert b"monitor_schedule_lateness_seconds_bucket" in text
+
+
+class TestRenderer:
+    def test_label_values_are_escaped(self) -> None:
+        """Quotes, backslashes and newlines in label values cannot break the format."""
+        odd = Target(name="odd", url='http://127.0.0.1/a"b\\c', labels={"note": 'x"y\nz'})
+        metrics, registry = _setup(odd)
+        s = _samples(metrics, registry)
+        assert (
+            _get(
+                s,
+                "monitor_target_info",
+                target="odd",
+                method="GET",
+                url='http://127.0.0.1/a"b\\c',
+                note='x"y\nz',
+            )
+            == 1
+        )
+
+    async def test_render_yields_to_the_event_loop(self) -> None:
+        """Rendering many targets lets other tasks run between chunks."""
+        many = [Target(name=f"t{i}", url="http://127.0.0.1/") for i in range(2000)]
+        metrics, registry = _setup(*many)
+        ticks = 0
+        done = False
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while not done:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        task = asyncio.create_task(ticker())
+        body = await metrics.render(registry)
+        done = True
+        await task
+        assert ticks >= 10  # the loop ran between chunks, not once after the whole render
+        # Same per-target text either way (process metrics after it change by themselves).
+        cut = b"# HELP monitor_schedule_lateness_seconds"
+        assert body.split(cut)[0] == metrics.render_now(registry).split(cut)[0]
