@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 
 from prometheus_client import (
     CollectorRegistry,
@@ -175,15 +175,24 @@ class Metrics:
     def targets(self) -> list[tuple[str, _TargetStats]]:
         return list(self._targets.items())
 
-    async def render(self, registry: CollectorRegistry) -> bytes:
-        """The whole exposition, yielding to the event loop between chunks of targets."""
+    async def stream(self, registry: CollectorRegistry) -> AsyncIterator[bytes]:
+        """The exposition in pieces of a few hundred targets, yielding to the event loop
+        between them: no scrape holds the loop, or a buffer of the whole text, for long."""
         parts: list[str] = []
         for piece in self._pieces(registry):
-            if piece is None:
-                await asyncio.sleep(0)
-            else:
+            if piece is not None:
                 parts.append(piece)
-        return "".join(parts).encode()
+                continue
+            if parts:
+                yield "".join(parts).encode()
+                parts.clear()
+            await asyncio.sleep(0)
+        if parts:
+            yield "".join(parts).encode()
+
+    async def render(self, registry: CollectorRegistry) -> bytes:
+        """The whole exposition at once (tests, small setups)."""
+        return b"".join([piece async for piece in self.stream(registry)])
 
     def render_now(self, registry: CollectorRegistry) -> bytes:
         """The same exposition in one go (tests, and callers without an event loop)."""

@@ -9,10 +9,10 @@ the rest. A second SIGINT/SIGTERM skips the grace period.
 from __future__ import annotations
 
 import asyncio
-import gzip
 import signal
 import sys
 import time
+import zlib
 from typing import Any
 
 import structlog
@@ -240,17 +240,31 @@ class Service:
         self.bound_port = server.sockets[0].getsockname()[1] if server else None
 
     async def _metrics(self, request: web.Request) -> web.StreamResponse:
+        """Stream the exposition as it is rendered, piece by piece (see monitor.metrics).
+
+        At 50,000 targets the text is ~70 MB: built and compressed whole, it held the loop
+        for a third of a second and doubled the resident memory. Streamed, each piece is
+        rendered, compressed (gzip level 1: a tenth of the size at little cost) and written
+        before the next, and checks run in between.
+        """
         started = time.perf_counter()
-        # Rendered on the loop in chunks (see monitor.metrics): checks keep their schedule.
-        body = await self.metrics.render(self.registry)
-        headers = {"Content-Type": CONTENT_TYPE_LATEST}
-        if "gzip" in request.headers.get("Accept-Encoding", ""):
-            # Level 1: a sixth of the size at a tenth of level 9's cost; zlib releases the
-            # GIL, so a worker thread really runs beside the loop.
-            body = await asyncio.to_thread(gzip.compress, body, 1)
-            headers["Content-Encoding"] = "gzip"
-        log.debug("scrape", bytes=len(body), render_s=round(time.perf_counter() - started, 4))
-        return web.Response(body=body, headers=headers)
+        gzipped = "gzip" in request.headers.get("Accept-Encoding", "")
+        response = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE_LATEST})
+        if gzipped:
+            response.headers["Content-Encoding"] = "gzip"
+        await response.prepare(request)
+        compressor = zlib.compressobj(1, zlib.DEFLATED, 31) if gzipped else None  # 31: gzip
+        size = 0
+        async for piece in self.metrics.stream(self.registry):
+            size += len(piece)
+            data = compressor.compress(piece) if compressor is not None else piece
+            if data:
+                await response.write(data)
+        if compressor is not None:
+            await response.write(compressor.flush())
+        await response.write_eof()
+        log.debug("scrape", bytes=size, render_s=round(time.perf_counter() - started, 4))
+        return response
 
     async def _reload_endpoint(self, _request: web.Request) -> web.Response:
         # As Prometheus does: 200 when applied, 500 with the problems otherwise.

@@ -10,6 +10,7 @@ import signal
 import tempfile
 from pathlib import Path
 
+import aiohttp
 import pytest
 from aiohttp import web
 from daemon_proc import command, first_slot_name, run_daemon
@@ -108,6 +109,15 @@ targets:
                     )
                     out, _ = await check.communicate(text.encode())
                     assert check.returncode == 0, out.decode()
+
+                async with aiohttp.ClientSession() as client, client.get(
+                    f"http://127.0.0.1:{daemon.port}/metrics",
+                    headers={"Accept-Encoding": "gzip"},
+                ) as response:
+                    assert response.headers["Content-Encoding"] == "gzip"
+                    zipped = await response.text()  # aiohttp decompresses
+                assert "monitor_up{" in zipped
+                assert list(text_string_to_metric_families(zipped))
 
                 assert (await daemon.get("/healthz"))[0] == 200
                 assert (await daemon.get("/readyz"))[0] == 200
