@@ -9,6 +9,7 @@ the rest. A second SIGINT/SIGTERM skips the grace period.
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 import sys
 import time
@@ -102,6 +103,7 @@ class Service:
         await self._serve_http()
         self.alerting = Alerting(self.config, Store(self.settings.state_file), self.metrics)
         await self.alerting.start(targets)
+        _settle_memory()
         self.scheduler.start(targets)
         self.metrics.reload_ok(time.time())
         self.started = True
@@ -173,6 +175,7 @@ class Service:
         if self.alerting is not None:
             await self.alerting.reload(config)
         self.scheduler.replace(config.targets)
+        _settle_memory()
         self.metrics.reload_ok(time.time())
         log.info(
             "config_reloaded",
@@ -281,6 +284,18 @@ class Service:
         if self.started and not self.should_exit.is_set():
             return web.Response(text="ready\n")
         return web.Response(status=503, text="not ready\n")
+
+
+def _settle_memory() -> None:
+    """Collect once, then freeze what is left out of the garbage collector's view.
+
+    At 50,000 targets the config, models and state are ~650,000 long-lived objects, and
+    every full collection walked them all: pauses of 0.3-0.5 s in which no check started.
+    Frozen, they are never scanned again; what checks allocate stays young and cheap.
+    """
+    gc.unfreeze()  # after a reload, let the old config's cycles be collected
+    gc.collect()
+    gc.freeze()
 
 
 def run(settings: Settings) -> int:
