@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 from servers import serve_app
 
-from monitor.config import WebhookNotifier
+from monitor.config import AlertmanagerNotifier, WebhookNotifier
 from monitor.delivery import Delivery, backoff_s
 from monitor.notifiers import Notification, build_notifier
 from monitor.state import TargetState
@@ -180,3 +180,35 @@ class TestDelivery:
         assert counts[-1] == ("hook", "failed")
         assert ("hook", "sent") not in counts
         assert store.pending_notifiers() == {}
+
+    async def test_alertmanager_alerts_are_resent_while_firing(self, tmp_path: Path) -> None:
+        """Every resend_interval the open incidents are pushed again to Alertmanager."""
+        posts: list[list[dict[str, object]]] = []
+        twice = asyncio.Event()
+
+        async def alerts(request: web.Request) -> web.Response:
+            posts.append(await request.json())
+            if len(posts) >= 2:
+                twice.set()
+            return web.Response(status=200)
+
+        app = web.Application()
+        app.router.add_post("/api/v2/alerts", alerts)
+        async with serve_app(app) as base, aiohttp.ClientSession() as session:
+            config = AlertmanagerNotifier(
+                name="am", type="alertmanager", url=base, resend_interval=0.05
+            )
+            delivery = Delivery(
+                Store(tmp_path / "s.db"),
+                {"am": build_notifier(config, session)},
+                {"am": config},
+                count=lambda _n, _o: None,
+                firing=lambda name: [_note()] if name == "am" else [],
+            )
+            delivery.start()
+            await asyncio.wait_for(twice.wait(), 10)
+            await delivery.stop(1)
+        labels = posts[0][0]["labels"]
+        assert isinstance(labels, dict)
+        assert labels["alertname"] == "TargetDown"
+        assert labels["target"] == "api"
