@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import aiohttp
 from cryptography import x509
@@ -40,19 +40,7 @@ Reason = Literal[
     "latency",
     "error",
 ]
-REASONS: tuple[Reason, ...] = (
-    "ok",
-    "timeout",
-    "dns",
-    "connect",
-    "tls",
-    "protocol",
-    "too_many_redirects",
-    "status",
-    "body",
-    "latency",
-    "error",
-)
+REASONS: tuple[Reason, ...] = get_args(Reason)
 PHASES = ("resolve", "connect", "tls", "processing", "transfer")
 USER_AGENT = f"uptime-monitor/{__version__}"
 _CHUNK_BYTES = 64 * 1024

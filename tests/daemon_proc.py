@@ -55,31 +55,26 @@ class Daemon:
                 await self._changed.wait()
 
     async def get(self, path: str) -> tuple[int, str]:
-        """GET a path on the metrics port (in a thread: urllib is blocking)."""
+        """GET a path on the metrics port: (status, body)."""
+        return await self._request("GET", path)
 
-        def fetch() -> tuple[int, str]:
+    async def post(self, path: str) -> tuple[int, str]:
+        """POST (empty body) to a path on the metrics port: (status, body)."""
+        return await self._request("POST", path)
+
+    async def _request(self, method: str, path: str) -> tuple[int, str]:
+        def send() -> tuple[int, str]:
             url = f"http://127.0.0.1:{self.port}{path}"
-            try:
-                with urllib.request.urlopen(url, timeout=10) as response:
-                    return response.status, response.read().decode()
-            except urllib.error.HTTPError as exc:
-                return exc.code, exc.read().decode()
-
-        return await asyncio.to_thread(fetch)
-
-    async def get_post(self, path: str) -> tuple[int, str]:
-        """POST (empty body) to a path on the metrics port."""
-
-        def post() -> tuple[int, str]:
-            url = f"http://127.0.0.1:{self.port}{path}"
-            request = urllib.request.Request(url, data=b"", method="POST")
+            data = b"" if method == "POST" else None
+            request = urllib.request.Request(url, data=data, method=method)
             try:
                 with urllib.request.urlopen(request, timeout=10) as response:
                     return response.status, response.read().decode()
             except urllib.error.HTTPError as exc:
                 return exc.code, exc.read().decode()
 
-        return await asyncio.to_thread(post)
+        # In a thread: urllib blocks, and the daemon's log reader must keep running.
+        return await asyncio.to_thread(send)
 
     async def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 15) -> int:
         """Send ``sig`` and wait for the exit code."""

@@ -110,10 +110,13 @@ targets:
                     out, _ = await check.communicate(text.encode())
                     assert check.returncode == 0, out.decode()
 
-                async with aiohttp.ClientSession() as client, client.get(
-                    f"http://127.0.0.1:{daemon.port}/metrics",
-                    headers={"Accept-Encoding": "gzip"},
-                ) as response:
+                async with (
+                    aiohttp.ClientSession() as client,
+                    client.get(
+                        f"http://127.0.0.1:{daemon.port}/metrics",
+                        headers={"Accept-Encoding": "gzip"},
+                    ) as response,
+                ):
                     assert response.headers["Content-Encoding"] == "gzip"
                     zipped = await response.text()  # aiohttp decompresses
                 assert "monitor_up{" in zipped

@@ -39,6 +39,20 @@ class Recorder:
             self.enough.set()
 
 
+async def _record(targets: list[Target], runs_each: int) -> dict[str, list[tuple[float, float]]]:
+    """Run a scheduler until every target ran ``runs_each`` times; (due, ran) per run."""
+    recorder = Recorder()
+    recorder.want = runs_each
+    recorder.runs.update({t.name: [] for t in targets})
+    scheduler = Scheduler(recorder)
+    scheduler.start(targets)
+    try:
+        await asyncio.wait_for(recorder.enough.wait(), 5)
+    finally:
+        await scheduler.stop(0)
+    return recorder.runs
+
+
 class TestSlots:
     def test_slot_is_stable_and_in_range(self) -> None:
         """A target's slot depends only on its name and is within the slot count."""
@@ -60,18 +74,9 @@ class TestSlots:
 
     async def test_first_runs_spread_over_the_interval(self) -> None:
         """Forty targets at 1 s do not all start at once: their first runs cover the interval."""
-        recorder = Recorder()
-        recorder.want = 1
-        targets = _targets(40, 1.0)
-        recorder.runs.update({t.name: [] for t in targets})
-        scheduler = Scheduler(recorder)
         started = time.time()
-        scheduler.start(targets)
-        try:
-            await asyncio.wait_for(recorder.enough.wait(), 5)
-        finally:
-            await scheduler.stop(0)
-        offsets = sorted(runs[0][0] - started for runs in recorder.runs.values())
+        runs = await _record(_targets(40, 1.0), 1)
+        offsets = sorted(r[0][0] - started for r in runs.values())
         assert offsets[0] < 0.2
         assert offsets[-1] > 0.5, offsets
         assert len({round(o, 1) for o in offsets}) >= 5
@@ -80,17 +85,7 @@ class TestSlots:
 class TestRunning:
     async def test_every_target_repeats_on_its_interval(self) -> None:
         """Each target runs again and again, about one interval apart, none dropped."""
-        recorder = Recorder()
-        recorder.want = 3
-        targets = _targets(5, 0.3)
-        recorder.runs.update({t.name: [] for t in targets})
-        scheduler = Scheduler(recorder)
-        scheduler.start(targets)
-        try:
-            await asyncio.wait_for(recorder.enough.wait(), 5)
-        finally:
-            await scheduler.stop(0)
-        for runs in recorder.runs.values():
+        for runs in (await _record(_targets(5, 0.3), 3)).values():
             dues = [due for due, _ in runs]
             gaps = [b - a for a, b in itertools.pairwise(dues)]
             assert all(0.25 < gap < 0.35 for gap in gaps), gaps
@@ -121,17 +116,7 @@ class TestRunning:
 
     async def test_lateness_is_measured_against_the_due_time(self) -> None:
         """The due time handed to a check is the slot's schedule, not the time it ran."""
-        recorder = Recorder()
-        recorder.want = 2
-        targets = _targets(1, 0.5)
-        recorder.runs.update({t.name: [] for t in targets})
-        scheduler = Scheduler(recorder)
-        scheduler.start(targets)
-        try:
-            await asyncio.wait_for(recorder.enough.wait(), 5)
-        finally:
-            await scheduler.stop(0)
-        for due, ran in recorder.runs["t0"]:
+        for due, ran in (await _record(_targets(1, 0.5), 2))["t0"]:
             assert 0 <= ran - due < 0.2
 
 
@@ -187,17 +172,9 @@ class TestStop:
 @pytest.mark.parametrize("count", [1, 10, 250])
 async def test_every_target_gets_a_job(count: int) -> None:
     """Every target is in exactly one slot that has a job: none is left unscheduled."""
-    recorder = Recorder()
-    recorder.want = 1
     targets = _targets(count, 1.0)
-    recorder.runs.update({t.name: [] for t in targets})
-    scheduler = Scheduler(recorder)
-    scheduler.start(targets)
-    try:
-        await asyncio.wait_for(recorder.enough.wait(), 5)
-    finally:
-        await scheduler.stop(0)
-    assert all(recorder.runs[t.name] for t in targets)
+    runs = await _record(targets, 1)
+    assert all(runs[t.name] for t in targets)
 
 
 class TestReplace:

@@ -210,7 +210,7 @@ class TestReload:
         config.write_text(_targets(site.url, "a:ok"))
         async with run_daemon(config) as daemon:
             config.write_text("targets:\n  - {name: a, url: nope}\n")
-            status, body = await daemon.get_post("/-/reload")
+            status, body = await daemon.post("/-/reload")
             assert status == 500
             assert f"{config}:2: targets[0].url:" in body
             _, text = await daemon.get("/metrics")
@@ -220,7 +220,7 @@ class TestReload:
                 lambda e: e.get("event") == "check" and e["target"] == "a", count=seen + 1
             )
             config.write_text(_targets(site.url, "a:ok", "b:ok"))
-            status, body = await daemon.get_post("/-/reload")
+            status, body = await daemon.post("/-/reload")
             assert status == 200
             _, text = await daemon.get("/metrics")
             assert "monitor_config_last_reload_successful 1.0" in text
