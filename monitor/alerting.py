@@ -8,6 +8,7 @@ changes and their notifications in one transaction, wakes the delivery workers, 
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Iterable
 
@@ -16,7 +17,9 @@ import structlog
 
 from monitor.checks import CheckResult, safe_url
 from monitor.config import MonitorFile, Target
+from monitor.config import Notifier as NotifierConfig
 from monitor.delivery import Delivery
+from monitor.loader import ConfigError
 from monitor.metrics import Metrics
 from monitor.notifiers import BaseNotifier, Notification, build_notifier
 from monitor.state import (
@@ -50,22 +53,29 @@ class Alerting:
         """Restore state, settle what changed while we were away, start the workers."""
         self._session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
         self.metrics.pending_notifications = self._pending
-        self.delivery = self._new_delivery()
+        self.delivery = self._new_delivery(self._configs)
         self.apply(targets)
         self.delivery.start()
 
     def _pending(self) -> dict[str, int]:
         return dict(self.delivery.pending) if self.delivery is not None else {}
 
-    def _new_delivery(self) -> Delivery:
+    def _new_delivery(self, configs: dict[str, NotifierConfig]) -> Delivery:
+        """Workers for ``configs``; ConfigError if a notifier cannot be set up (ca_file)."""
         assert self._session is not None
-        notifiers: dict[str, BaseNotifier] = {
-            name: build_notifier(cfg, self._session) for name, cfg in self._configs.items()
-        }
+        notifiers: dict[str, BaseNotifier] = {}
+        problems = []
+        for name, cfg in configs.items():
+            try:
+                notifiers[name] = build_notifier(cfg, self._session)
+            except (OSError, ssl.SSLError) as exc:
+                problems.append(f"notifier {name!r}: cannot load its ca_file: {exc}")
+        if problems:
+            raise ConfigError(problems)
         return Delivery(
             self.store,
             notifiers,
-            self._configs,
+            configs,
             count=self.metrics.count_notification,
             firing=self.firing_for,
         )
@@ -76,11 +86,12 @@ class Alerting:
         if configs == self._configs:
             self.apply(config.targets)
             return
+        delivery = self._new_delivery(configs)  # may raise: then nothing has changed
         if self.delivery is not None:
             # What is queued stays in the outbox; the new workers pick it up.
             await self.delivery.stop(2.0)
         self._configs = configs
-        self.delivery = self._new_delivery()
+        self.delivery = delivery
         self.apply(config.targets)
         self.delivery.start()
 

@@ -30,7 +30,7 @@ from monitor.logs import configure, log_check
 from monitor.metrics import Metrics
 from monitor.scheduling import Scheduler
 from monitor.settings import Settings
-from monitor.store import Store
+from monitor.store import StateFileError, Store
 from monitor.systemd import SystemdNotifier
 
 log = structlog.get_logger("monitor")
@@ -40,6 +40,10 @@ EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 
 class StartupError(Exception):
     """Start-up cannot go on (e.g. the metrics port is taken)."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_FAILURE) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 class Service:
@@ -86,7 +90,7 @@ class Service:
         except StartupError as exc:
             log.error("startup_failed", error=str(exc))
             await self._close()
-            return EXIT_FAILURE
+            return exc.exit_code
         self.systemd.ready(self._status())
         self._tasks = [asyncio.create_task(self._reloader()), asyncio.create_task(self._pulse())]
         await self.should_exit.wait()
@@ -101,8 +105,11 @@ class Service:
         targets = self.config.targets
         self.metrics.set_targets(targets)
         await self._serve_http()
-        self.alerting = Alerting(self.config, Store(self.settings.state_file), self.metrics)
-        await self.alerting.start(targets)
+        try:
+            self.alerting = Alerting(self.config, Store(self.settings.state_file), self.metrics)
+            await self.alerting.start(targets)
+        except (StateFileError, ConfigError) as exc:
+            raise StartupError(str(exc), EXIT_CONFIG) from None
         _settle_memory()
         self.scheduler.start(targets)
         self.metrics.reload_ok(time.time())
@@ -168,12 +175,17 @@ class Service:
             self.metrics.reload_failed()
             log.error("config_reload_failed", problems=exc.problems, kept="the running config")
             return exc.problems
+        if self.alerting is not None:
+            try:
+                await self.alerting.reload(config)  # first: it may still refuse the config
+            except ConfigError as exc:
+                self.metrics.reload_failed()
+                log.error("config_reload_failed", problems=exc.problems, kept="the running config")
+                return exc.problems
         old = {t.name: t for t in self.config.targets}
         new = {t.name: t for t in config.targets}
         self.config = config
         self.metrics.set_targets(config.targets)
-        if self.alerting is not None:
-            await self.alerting.reload(config)
         self.scheduler.replace(config.targets)
         _settle_memory()
         self.metrics.reload_ok(time.time())

@@ -72,11 +72,25 @@ class Pending:
     next_attempt: float
 
 
+class StateFileError(Exception):
+    """The state file setting cannot work (a directory, or a folder that does not exist)."""
+
+
 class Store:
     """The state file. ``Store(":memory:")`` for tests that need no file."""
 
     def __init__(self, path: Path | str) -> None:
         self.path = str(path)
+        if self.path != ":memory:":
+            file = Path(self.path)
+            if file.exists() and not file.is_file():
+                msg = (
+                    f"state file {self.path} is not a file (set --state-file or MONITOR_STATE_FILE)"
+                )
+                raise StateFileError(msg)
+            if not file.parent.is_dir():
+                msg = f"state file {self.path}: folder {file.parent} does not exist"
+                raise StateFileError(msg)
         try:
             self._db = self._open()
         except sqlite3.DatabaseError as exc:

@@ -76,6 +76,13 @@ class Daemon:
         # In a thread: urllib blocks, and the daemon's log reader must keep running.
         return await asyncio.to_thread(send)
 
+    async def exited(self, timeout_s: float = 30) -> int:
+        """Wait for the process to end by itself; its exit code."""
+        async with asyncio.timeout(timeout_s):
+            code = await self.process.wait()
+            await self._reader
+        return code
+
     async def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 15) -> int:
         """Send ``sig`` and wait for the exit code."""
         if self.process.returncode is None:

@@ -246,3 +246,46 @@ class TestReload:
             assert (resolved["event"], resolved["target"]) == ("resolved", "bad")
             assert resolved["incident_id"] == site.received[0]["incident_id"]
             assert await daemon.stop() == 0
+
+
+class TestBadInputAtRuntime:
+    async def test_state_file_that_is_a_directory(self, tmp_path: Path, site: Site) -> None:
+        """A state file path naming a directory stops start-up with exit 2; nothing is moved."""
+        config = tmp_path / "m.yaml"
+        config.write_text(_targets(site.url, "a:ok"))
+        (tmp_path / "statedir").mkdir()
+        async with run_daemon(
+            config, "--state-file", str(tmp_path / "statedir"), wait_ready=False
+        ) as daemon:
+            assert await daemon.exited() == 2
+        (failed,) = [e for e in daemon.events if e.get("event") == "startup_failed"]
+        assert "is not a file" in failed["error"]
+        assert (tmp_path / "statedir").is_dir()
+        assert "Traceback" not in "".join(daemon.raw)
+
+    async def test_unusable_notifier_ca_file(self, tmp_path: Path, site: Site) -> None:
+        """An e-mail notifier whose ca_file cannot be read: exit 2 at start, and a reload
+        that introduces one is refused with the old config kept."""
+        good = _targets(site.url, "a:ok")
+        bad = (
+            "notifiers: [{name: mail, type: email, host: 127.0.0.1, from: m@x.org,"
+            f" to: [o@x.org], ca_file: {tmp_path}/missing.pem}}]\n"
+        ) + good
+        config = tmp_path / "m.yaml"
+        config.write_text(bad)
+        async with run_daemon(config, wait_ready=False) as daemon:
+            assert await daemon.exited() == 2
+        (failed,) = [e for e in daemon.events if e.get("event") == "startup_failed"]
+        assert "notifier 'mail': cannot load its ca_file" in failed["error"]
+
+        config.write_text(good)
+        async with run_daemon(config) as daemon:
+            config.write_text(bad)
+            status, body = await daemon.post("/-/reload")
+            assert status == 500
+            assert "ca_file" in body
+            status, _ = await daemon.post("/-/reload")  # still answering reloads
+            assert status == 500
+            config.write_text(good)
+            assert (await daemon.post("/-/reload"))[0] == 200
+            assert await daemon.stop() == 0
