@@ -20,8 +20,9 @@ import ssl
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import trustme
 from aiohttp import web
@@ -179,3 +180,22 @@ def closed_port() -> int:
         sock.bind((HOST, 0))
         port: int = sock.getsockname()[1]
     return port
+
+
+@dataclass
+class Inbox:
+    """What a test receiver got: JSON bodies, in order, and a way to await the N-th."""
+
+    received: list[Any] = field(default_factory=list)
+    _arrived: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def put(self, message: Any) -> None:
+        self.received.append(message)
+        self._arrived.set()
+
+    async def wait_for(self, count: int, timeout_s: float = 20) -> None:
+        """Return once ``count`` messages have arrived in all."""
+        async with asyncio.timeout(timeout_s):
+            while len(self.received) < count:
+                self._arrived.clear()
+                await self._arrived.wait()

@@ -6,7 +6,6 @@ and counting again: events are awaited, never slept for.
 
 from __future__ import annotations
 
-import asyncio
 import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from daemon_proc import Daemon, run_daemon, sample
-from servers import serve_app
+from servers import Inbox, serve_app
 
 pytestmark = pytest.mark.slow
 
@@ -29,18 +28,18 @@ class World:
     base: str = ""
     target_status: int = 200
     receiver_failures: int = 0  # answer 503 this many more times (-1: for ever)
-    received: list[dict[str, Any]] = field(default_factory=list)
+    inbox: Inbox = field(default_factory=Inbox)
     attempts: int = 0
-    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def received(self) -> list[dict[str, Any]]:
+        return self.inbox.received
 
     def kinds(self) -> list[tuple[str, str]]:
         return [(m["event"], m["state"]) for m in self.received]
 
-    async def wait_messages(self, count: int, timeout_s: float = 20) -> None:
-        async with asyncio.timeout(timeout_s):
-            while len(self.received) < count:
-                self.arrived.clear()
-                await self.arrived.wait()
+    async def wait_messages(self, count: int) -> None:
+        await self.inbox.wait_for(count)
 
 
 @pytest.fixture
@@ -55,8 +54,7 @@ async def world() -> AsyncIterator[World]:
         if state.receiver_failures:
             state.receiver_failures -= 1 if state.receiver_failures > 0 else 0
             return web.Response(status=503)
-        state.received.append(await request.json())
-        state.arrived.set()
+        state.inbox.put(await request.json())
         return web.Response(status=204)
 
     app = web.Application()

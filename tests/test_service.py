@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from daemon_proc import Daemon, label_sets, run_daemon
-from servers import serve_app
+from servers import Inbox, serve_app
 
 from monitor.systemd import SystemdNotifier
 
@@ -57,14 +57,7 @@ class Site:
     """Targets /ok and /fail, and a webhook receiver at /hook."""
 
     url: str = ""
-    received: list[dict[str, Any]] = field(default_factory=list)
-    arrived: asyncio.Event = field(default_factory=asyncio.Event)
-
-    async def wait_received(self, count: int, timeout_s: float = 20) -> None:
-        async with asyncio.timeout(timeout_s):
-            while len(self.received) < count:
-                self.arrived.clear()
-                await self.arrived.wait()
+    inbox: Inbox = field(default_factory=Inbox)
 
 
 @pytest.fixture
@@ -78,8 +71,7 @@ async def site() -> AsyncIterator[Site]:
         return web.Response(status=500)
 
     async def hook(request: web.Request) -> web.Response:
-        state.received.append(await request.json())
-        state.arrived.set()
+        state.inbox.put(await request.json())
         return web.Response(status=204)
 
     app = web.Application()
@@ -236,15 +228,15 @@ class TestReload:
         )
         config.write_text(header + _targets(site.url, "ok:ok", "bad:fail"))
         async with run_daemon(config) as daemon:
-            await site.wait_received(1)
-            assert [(m["event"], m["target"]) for m in site.received] == [("firing", "bad")]
+            await site.inbox.wait_for(1)
+            assert [(m["event"], m["target"]) for m in site.inbox.received] == [("firing", "bad")]
             config.write_text(header + _targets(site.url, "ok:ok"))
             daemon.process.send_signal(signal.SIGHUP)
             await _reloaded(daemon)
-            await site.wait_received(2)
-            resolved = site.received[1]
+            await site.inbox.wait_for(2)
+            resolved = site.inbox.received[1]
             assert (resolved["event"], resolved["target"]) == ("resolved", "bad")
-            assert resolved["incident_id"] == site.received[0]["incident_id"]
+            assert resolved["incident_id"] == site.inbox.received[0]["incident_id"]
             assert await daemon.stop() == 0
 
 
