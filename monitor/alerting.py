@@ -105,11 +105,8 @@ class Alerting:
             url_changed = target is not None and safe_url(target.url) != saved.url
             if target is None or url_changed:
                 # A removed target, or one that now checks something else: its incident ends.
-                notifiers = (
-                    target.alerts.notifiers if target is not None else self._old_notifiers(name)
-                )
                 note = resolve_removed(name, saved.url, saved.labels, saved.state, now)
-                outgoing = [(n, note) for n in notifiers] if note is not None else []
+                outgoing = [(n, note) for n in saved.notifiers] if note is not None else []
                 self.store.forget(name, outgoing)
                 self._queued(outgoing)
                 self.states.pop(name, None)
@@ -124,13 +121,6 @@ class Alerting:
             if name not in wanted:
                 del self.states[name]
         self._targets = wanted
-
-    def _old_notifiers(self, name: str) -> tuple[str, ...]:
-        old = self._targets.get(name)
-        if old is not None:
-            return old.alerts.notifiers
-        # Unknown after a restart: every configured notifier hears that it ended.
-        return tuple(self._configs)
 
     def observe(self, target: Target, result: CheckResult) -> bool:
         """Judge one result; returns whether a quick re-check (retry_interval) is wanted."""
@@ -147,7 +137,9 @@ class Alerting:
         url = safe_url(target.url)
         notes = notifications(target, url, outcome, created_at=time.time())
         outgoing = [(n, note) for note in notes for n in target.alerts.notifiers]
-        self.store.save(target.name, url, dict(target.labels), outcome.state, outgoing)
+        self.store.save(
+            target.name, url, dict(target.labels), outcome.state, outgoing, target.alerts.notifiers
+        )
         self._queued(outgoing)
         change = outcome.change
         if change is None:

@@ -37,7 +37,8 @@ CREATE TABLE IF NOT EXISTS target_state (
     error TEXT NOT NULL,
     incident_id TEXT NOT NULL,
     last_notified REAL NOT NULL,
-    labels TEXT NOT NULL DEFAULT '{}'
+    labels TEXT NOT NULL DEFAULT '{}',
+    notifiers TEXT NOT NULL DEFAULT '[]'
 );
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -53,10 +54,11 @@ CREATE INDEX IF NOT EXISTS outbox_due ON outbox (notifier, next_attempt, id);
 
 @dataclass(frozen=True, slots=True)
 class Stored:
-    """A target's persisted state, with the URL and labels it had."""
+    """A target's persisted state, with the URL, labels and notifiers it had."""
 
     url: str
     labels: dict[str, str]
+    notifiers: tuple[str, ...]
     state: TargetState
 
 
@@ -142,13 +144,14 @@ class Store:
     # -- target state ----------------------------------------------------------------------
     def load(self) -> dict[str, Stored]:
         rows = self._db.execute(
-            "SELECT target, url, state, since, reason, error, incident_id, last_notified, labels"
-            " FROM target_state"
+            "SELECT target, url, state, since, reason, error, incident_id, last_notified, labels,"
+            " notifiers FROM target_state"
         ).fetchall()
         return {
             row[0]: Stored(
                 url=row[1],
                 labels=json.loads(row[8]),
+                notifiers=tuple(json.loads(row[9])),
                 state=TargetState(
                     state=row[2],
                     since=row[3],
@@ -168,11 +171,16 @@ class Store:
         labels: dict[str, str],
         state: TargetState,
         outgoing: Iterable[tuple[str, Notification]] = (),
+        notifiers: tuple[str, ...] = (),
     ) -> list[int]:
-        """Persist ``state`` and queue ``outgoing`` (notifier, message) pairs atomically."""
+        """Persist ``state`` and queue ``outgoing`` (notifier, message) pairs atomically.
+
+        ``notifiers`` are the target's: who hears that an incident ended if the target is
+        removed from the config while the daemon is not running.
+        """
         with self._transaction():
             self._db.execute(
-                "INSERT OR REPLACE INTO target_state VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO target_state VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     target,
                     url,
@@ -183,6 +191,7 @@ class Store:
                     state.incident_id,
                     state.last_notified,
                     json.dumps(labels),
+                    json.dumps(list(notifiers)),
                 ),
             )
             return self._enqueue(outgoing)

@@ -212,3 +212,34 @@ class TestDelivery:
         assert isinstance(labels, dict)
         assert labels["alertname"] == "TargetDown"
         assert labels["target"] == "api"
+
+
+class TestRestore:
+    def test_removed_while_away_resolves_to_its_own_notifiers(self, tmp_path: Path) -> None:
+        """A target that left the config while the daemon was down gets its RESOLVED, through
+        the notifiers it used (stored with its state), not through every notifier."""
+        from monitor.alerting import Alerting
+        from monitor.loader import parse_config
+        from monitor.metrics import Metrics
+
+        store = Store(tmp_path / "s.db")
+        down = TargetState(state="down", since=1.0, incident_id="gone/1000")
+        store.save("gone", "http://127.0.0.1/gone", {}, down, notifiers=("a",))
+        store.close()
+        config = parse_config(
+            "notifiers:\n"
+            "  - {name: a, type: webhook, url: 'http://127.0.0.1:9/a'}\n"
+            "  - {name: b, type: webhook, url: 'http://127.0.0.1:9/b'}\n"
+            "targets: [{name: keep, url: 'http://127.0.0.1/keep'}]\n",
+            "m.yaml",
+            {},
+        )
+        store = Store(tmp_path / "s.db")
+        alerting = Alerting(config, store, Metrics((1.0,)))
+        alerting.apply(config.targets)
+        assert store.pending_notifiers() == {"a": 1}
+        pending = store.next_pending("a")
+        assert pending is not None
+        assert pending.notification.kind == "resolved"
+        assert pending.notification.incident_id == "gone/1000"
+        assert "gone" not in store.load()
