@@ -58,6 +58,7 @@ class Site:
 
     url: str = ""
     inbox: Inbox = field(default_factory=Inbox)
+    inbox2: Inbox = field(default_factory=Inbox)  # a second receiver, at /hook2
 
 
 @pytest.fixture
@@ -77,7 +78,13 @@ async def site() -> AsyncIterator[Site]:
     app = web.Application()
     app.router.add_get("/ok", ok)
     app.router.add_get("/fail", fail)
+
+    async def hook2(request: web.Request) -> web.Response:
+        state.inbox2.put(await request.json())
+        return web.Response(status=204)
+
     app.router.add_post("/hook", hook)
+    app.router.add_post("/hook2", hook2)
     async with serve_app(app) as url:
         state.url = url
         yield state
@@ -237,6 +244,27 @@ class TestReload:
             resolved = site.inbox.received[1]
             assert (resolved["event"], resolved["target"]) == ("resolved", "bad")
             assert resolved["incident_id"] == site.inbox.received[0]["incident_id"]
+            assert await daemon.stop() == 0
+
+    async def test_reload_applies_new_notifiers(self, tmp_path: Path, site: Site) -> None:
+        """A reload that points the notifier elsewhere sends the next alert to the new place."""
+        config = tmp_path / "m.yaml"
+
+        def write(path: str, *targets: str) -> None:
+            config.write_text(
+                f'notifiers: [{{name: hook, type: webhook, url: "{site.url}/{path}"}}]\n'
+                "defaults: {alerts: {notifiers: [hook], failure_threshold: 1}}\n"
+                + _targets(site.url, *targets)
+            )
+
+        write("hook", "bad:fail")
+        async with run_daemon(config) as daemon:
+            await site.inbox.wait_for(1)
+            write("hook2", "bad:fail", "worse:fail")
+            assert (await daemon.post("/-/reload"))[0] == 200
+            await site.inbox2.wait_for(1)
+            assert [m["target"] for m in site.inbox2.received] == ["worse"]
+            assert [m["target"] for m in site.inbox.received] == ["bad"]
             assert await daemon.stop() == 0
 
 
