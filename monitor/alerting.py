@@ -29,6 +29,7 @@ from monitor.state import (
     Step,
     TargetState,
     notifications,
+    open_incident,
     resolve_removed,
     step,
 )
@@ -173,19 +174,7 @@ class Alerting:
                 continue
             if notifier in target.alerts.notifiers:
                 out.append(
-                    Notification(
-                        kind="firing",
-                        target=name,
-                        url=safe_url(target.url),
-                        state=state.state,
-                        previous_state=state.state,
-                        reason=state.reason,
-                        error=state.error,
-                        since=state.since,
-                        incident_id=state.incident_id,
-                        labels=dict(target.labels),
-                        created_at=now,
-                    )
+                    open_incident(target, safe_url(target.url), state, "firing", created_at=now)
                 )
         return out
 

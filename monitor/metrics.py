@@ -88,9 +88,8 @@ class _TargetStats:
     )
 
     def __init__(self, info: dict[str, str], bounds: Sequence[float]) -> None:
-        self.info = info
         self.label = f'target="{escape(info["target"])}"'
-        self.info_labels = ",".join(f'{k}="{escape(v)}"' for k, v in sorted(info.items()))
+        self.set_info(info)
         self.duration = _Histogram(bounds)
         self.checks: dict[str, int] = {"ok": 0}
         self.up: float | None = None
@@ -100,6 +99,11 @@ class _TargetStats:
         self.last_check_ts: float | None = None
         self.state: str = "unknown"
         self.changes: dict[str, int] = {}
+
+    def set_info(self, info: dict[str, str]) -> None:
+        """The target's static labels, and their text rendered once for every scrape."""
+        self.info = info
+        self.info_labels = ",".join(f'{k}="{escape(v)}"' for k, v in sorted(info.items()))
 
 
 class Metrics:
@@ -142,8 +146,7 @@ class Metrics:
             if stats is None:
                 self._targets[name] = _TargetStats(info, self._bounds)
             elif stats.info != info:
-                stats.info = info
-                stats.info_labels = ",".join(f'{k}="{escape(v)}"' for k, v in sorted(info.items()))
+                stats.set_info(info)
 
     def observe(self, result: CheckResult) -> None:
         stats = self._targets.get(result.target)

@@ -174,17 +174,12 @@ class Service:
     async def _reload(self) -> list[str]:
         try:
             config = await asyncio.to_thread(load_config, self.settings.config)
+            if self.alerting is not None:
+                await self.alerting.reload(config)  # first: it may still refuse the config
         except ConfigError as exc:
             self.metrics.reload_failed()
             log.error("config_reload_failed", problems=exc.problems, kept="the running config")
             return exc.problems
-        if self.alerting is not None:
-            try:
-                await self.alerting.reload(config)  # first: it may still refuse the config
-            except ConfigError as exc:
-                self.metrics.reload_failed()
-                log.error("config_reload_failed", problems=exc.problems, kept="the running config")
-                return exc.problems
         old = {t.name: t for t in self.config.targets}
         new = {t.name: t for t in config.targets}
         self.config = config

@@ -233,8 +233,27 @@ def notifications(
                 )
             )
     elif result.remind:
-        out.append(note("reminder", s.state, s.state, s.reason, s.error, s.since, s.incident_id))
+        out.append(open_incident(target, url, s, "reminder", created_at=created_at))
     return out
+
+
+def open_incident(
+    target: Target, url: str, s: TargetState, kind: Kind, *, created_at: float
+) -> Notification:
+    """A message about the incident ``s`` has open: a reminder, or a re-sent firing alert."""
+    return Notification(
+        kind=kind,
+        target=target.name,
+        url=url,
+        state=s.state,
+        previous_state=s.state,
+        reason=s.reason,
+        error=s.error,
+        since=s.since,
+        incident_id=s.incident_id,
+        labels=dict(target.labels),
+        created_at=created_at,
+    )
 
 
 def resolve_removed(
