@@ -1,47 +1,61 @@
 """The edge between checks and alerts: judge each result, persist, queue notifications.
 
-:func:`monitor.state.step` decides; this module does the I/O around it: it restores state at
-start (resolving incidents of targets that left the config or changed URL), writes state
-changes and their notifications in one transaction, wakes the delivery workers, logs
-``state_change`` events and updates the state metrics.
+:func:`monitor.state.step` decides and :mod:`monitor.incident` builds the messages; this
+module does the I/O around them. It restores state at start (resolving incidents of targets
+that left the config or now check something else), applies a reload's
+:class:`~monitor.reload.Diff`, logs ``state_change`` events and updates the state metrics.
+
+Judging is synchronous and in memory: :meth:`Alerting.observe` never waits for the store.
+Each state change and the messages it implies become one write, kept in order in a queue
+that one writer task applies to the store; the delivery workers are woken once the write has
+committed. A write that fails is kept and tried again, in order, until the store takes it
+(``state_store_write_failed`` is logged, ``monitor_state_store_up`` reads 0), so a locked or
+full store delays alerts but never loses them, and never stalls a check.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ssl
 import time
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 
 import aiohttp
 import structlog
 
-from monitor.checks import CheckResult, safe_url
+from monitor.checks import CheckResult
 from monitor.config import MonitorFile, Target
 from monitor.config import Notifier as NotifierConfig
 from monitor.delivery import Delivery
+from monitor.incident import Notification, messages, open_incident, resolve_removed
 from monitor.loader import ConfigError
 from monitor.metrics import Metrics
-from monitor.notifiers import BaseNotifier, Notification, build_notifier
-from monitor.state import (
-    INCIDENT_STATES,
-    Observation,
-    Policy,
-    Step,
-    TargetState,
-    notifications,
-    open_incident,
-    resolve_removed,
-    step,
-)
-from monitor.store import Store
+from monitor.notifiers import BaseNotifier, build_notifier
+from monitor.reload import Diff, same_subject
+from monitor.state import INCIDENT_STATES, Observation, Policy, Step, TargetState, step
+from monitor.stores import StateStore
 
 log = structlog.get_logger("monitor.alerting")
+
+WRITE_RETRY_S = (0.1, 0.5, 1.0, 2.0, 5.0)  # waits between attempts at a failed write; then 5 s
+
+
+@dataclass(frozen=True, slots=True)
+class _Write:
+    """One transaction for the store, and who to wake once it has committed."""
+
+    apply: Callable[[StateStore], Awaitable[None]]
+    notifiers: tuple[str, ...]
+    target: str
 
 
 class Alerting:
     """Per-target state and the delivery of what it implies."""
 
-    def __init__(self, config: MonitorFile, store: Store, metrics: Metrics) -> None:
+    def __init__(self, config: MonitorFile, store: StateStore, metrics: Metrics) -> None:
         self.store = store
         self.metrics = metrics
         self.states: dict[str, TargetState] = {}
@@ -49,17 +63,35 @@ class Alerting:
         self._session: aiohttp.ClientSession | None = None
         self._configs = {n.name: n for n in config.notifiers}
         self.delivery: Delivery | None = None
+        self.store_up = True
+        self._writes: deque[_Write] = deque()
+        self._write_ready = asyncio.Event()
+        self._written = asyncio.Event()  # set while no write waits
+        self._written.set()
+        self._writer: asyncio.Task[None] | None = None
 
     async def start(self, targets: Iterable[Target]) -> None:
         """Restore state, settle what changed while we were away, start the workers."""
         self._session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
-        self.metrics.pending_notifications = self._pending
         self.delivery = self._new_delivery(self._configs)
-        self.apply(targets)
-        self.delivery.start()
-
-    def _pending(self) -> dict[str, int]:
-        return dict(self.delivery.pending) if self.delivery is not None else {}
+        stored = await self.store.load()
+        now = time.time()
+        wanted = {t.name: t for t in targets}
+        for name, saved in stored.items():
+            target = wanted.get(name)
+            if target is not None and same_subject(saved.url, target):
+                self.states[name] = saved.state
+                continue
+            # A removed target, or one that now checks something else: its incident ends.
+            note = resolve_removed(name, saved.url, saved.labels, saved.state, now)
+            self._forget(name, saved.notifiers, note)
+            log.info("state_forgotten", target=name, why="url changed" if target else "removed")
+        for name in wanted:
+            self.states.setdefault(name, TargetState())
+            self.metrics.set_state(name, self.states[name].state)
+        self._targets = wanted
+        self._writer = asyncio.create_task(self._write_loop(), name="state-writer")
+        await self.delivery.start()
 
     def _new_delivery(self, configs: dict[str, NotifierConfig]) -> Delivery:
         """Workers for ``configs``; ConfigError if a notifier cannot be set up (ca_file)."""
@@ -73,60 +105,40 @@ class Alerting:
                 problems.append(f"notifier {name!r}: cannot load its ca_file: {exc}")
         if problems:
             raise ConfigError(problems)
-        return Delivery(
-            self.store,
-            notifiers,
-            configs,
-            count=self.metrics.count_notification,
-            firing=self.firing_for,
-        )
+        counts = self.delivery.counts if self.delivery is not None else None
+        return Delivery(self.store, notifiers, configs, self.firing_for, counts)
 
-    async def reload(self, config: MonitorFile) -> None:
-        """Apply a new config: new notifiers if they changed, then the new target set."""
+    def prepare(self, config: MonitorFile) -> Delivery | None:
+        """The new notifiers' delivery if they changed, or None; ConfigError if one cannot be
+        built. Nothing is changed yet: a reload that fails here leaves everything running."""
         configs = {n.name: n for n in config.notifiers}
-        if configs == self._configs:
-            self.apply(config.targets)
-            return
-        delivery = self._new_delivery(configs)  # may raise: then nothing has changed
-        if self.delivery is not None:
-            # What is queued stays in the outbox; the new workers pick it up.
-            await self.delivery.stop(2.0)
-        self._configs = configs
-        self.delivery = delivery
-        self.apply(config.targets)
-        self.delivery.start()
+        return None if configs == self._configs else self._new_delivery(configs)
 
-    def apply(self, targets: Iterable[Target]) -> None:
-        """Track exactly ``targets``: restore known state, resolve incidents of removed ones."""
-        wanted = {t.name: t for t in targets}
-        stored = self.store.load()
+    async def reload(self, config: MonitorFile, diff: Diff, delivery: Delivery | None) -> None:
+        """Apply a reload: ``delivery`` from :meth:`prepare`, then the target diff."""
+        if delivery is not None:
+            if self.delivery is not None:
+                # What is queued stays in the outbox; the new workers pick it up.
+                await self.delivery.stop(2.0)
+            self._configs = {n.name: n for n in config.notifiers}
+            self.delivery = delivery
+            await delivery.start()
         now = time.time()
-        for name, saved in stored.items():
-            target = wanted.get(name)
-            url_changed = target is not None and safe_url(target.url) != saved.url
-            if target is None or url_changed:
-                # A removed target, or one that now checks something else: its incident ends.
-                note = resolve_removed(name, saved.url, saved.labels, saved.state, now)
-                outgoing = [(n, note) for n in saved.notifiers] if note is not None else []
-                self.store.forget(name, outgoing)
-                self._queued(outgoing)
-                self.states.pop(name, None)
-                log.info("state_forgotten", target=name, why="url changed" if target else "removed")
-        for name, target in wanted.items():
-            if name not in self.states:
-                known = stored.get(name)
-                keep = known is not None and known.url == safe_url(target.url)
-                self.states[name] = known.state if keep and known is not None else TargetState()
-            self.metrics.set_state(name, self.states[name].state)
-        for name in list(self.states):
-            if name not in wanted:
-                del self.states[name]
-        self._targets = wanted
+        restarted = [*diff.removed, *(self._targets[n] for n in diff.retargeted)]
+        for old in restarted:
+            prev = self.states.pop(old.name, TargetState())
+            note = resolve_removed(old.name, old.safe_url, dict(old.labels), prev, now)
+            self._forget(old.name, old.alerts.notifiers, note)
+            why = "url changed" if old.name in diff.retargeted else "removed"
+            log.info("state_forgotten", target=old.name, why=why)
+        self._targets = {t.name: t for t in diff.targets}
+        for name in (*diff.added, *diff.retargeted):
+            self.states[name] = TargetState()
+            self.metrics.set_state(name, "unknown")
 
     def observe(self, target: Target, result: CheckResult) -> bool:
-        """Judge one result; returns whether a quick re-check (retry_interval) is wanted."""
-        if self._targets.get(target.name) is not target:
-            return False  # removed or changed by a reload while this check ran
+        """Judge one result of a current target; returns whether a quick re-check
+        (retry_interval) is wanted."""
         prev = self.states.get(target.name, TargetState())
         outcome = step(target.name, prev, Observation.of(target, result), Policy.of(target))
         self.states[target.name] = outcome.state
@@ -135,13 +147,15 @@ class Alerting:
         return outcome.retry
 
     def _record(self, target: Target, outcome: Step) -> None:
-        url = safe_url(target.url)
-        notes = notifications(target, url, outcome, created_at=time.time())
+        notes = messages(target, outcome, created_at=time.time())
         outgoing = [(n, note) for note in notes for n in target.alerts.notifiers]
-        self.store.save(
-            target.name, url, dict(target.labels), outcome.state, outgoing, target.alerts.notifiers
-        )
-        self._queued(outgoing)
+        name, url, labels, state = target.name, target.safe_url, dict(target.labels), outcome.state
+        notifiers = target.alerts.notifiers
+
+        async def save(store: StateStore) -> None:
+            await store.save(name, url, labels, state, outgoing, notifiers)
+
+        self._write(_Write(save, tuple(n for n, _ in outgoing), name))
         change = outcome.change
         if change is None:
             return
@@ -160,10 +174,67 @@ class Alerting:
         else:
             log.info("state_change", **fields)
 
-    def _queued(self, outgoing: list[tuple[str, Notification]]) -> None:
-        if self.delivery is not None and outgoing:
-            self.delivery.queued([n for n, _ in outgoing])
+    def _forget(self, name: str, notifiers: Iterable[str], note: Notification | None) -> None:
+        outgoing = [(n, note) for n in notifiers] if note is not None else []
 
+        async def forget(store: StateStore) -> None:
+            await store.forget(name, outgoing)
+
+        self._write(_Write(forget, tuple(n for n, _ in outgoing), name))
+
+    # -- the writer ----------------------------------------------------------------------
+    def _write(self, write: _Write) -> None:
+        self._writes.append(write)
+        self._written.clear()
+        self._write_ready.set()
+
+    @property
+    def writes_waiting(self) -> int:
+        return len(self._writes)
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._write_ready.wait()
+            self._write_ready.clear()
+            while self._writes:
+                await self._apply(self._writes[0])
+                self._writes.popleft()
+            self._written.set()
+
+    async def _apply(self, write: _Write) -> None:
+        """Apply ``write``, trying again until the store takes it; then wake the workers."""
+        attempt = 0
+        while True:
+            try:
+                await write.apply(self.store)
+            except Exception as exc:
+                wait_s = WRITE_RETRY_S[min(attempt, len(WRITE_RETRY_S) - 1)]
+                attempt += 1
+                if self.store_up or attempt == 1:
+                    log.error(
+                        "state_store_write_failed",
+                        target=write.target,
+                        error=f"{type(exc).__name__}: {exc}",
+                        waiting=len(self._writes),
+                        consequence="kept in memory and written when the store works again",
+                    )
+                self.store_up = False
+                await asyncio.sleep(wait_s)
+                continue
+            if not self.store_up:
+                self.store_up = True
+                log.info("state_store_recovered", written=write.target)
+            if self.delivery is not None and write.notifiers:
+                self.delivery.queued(list(write.notifiers))
+            return
+
+    async def flush(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for every queued write; returns whether all were written."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._written.wait(), timeout_s)
+        return not self._writes
+
+    # -- reading -------------------------------------------------------------------------
     def firing_for(self, notifier: str) -> list[Notification]:
         """Every open incident whose target alerts ``notifier`` (for Alertmanager re-sends)."""
         out = []
@@ -173,9 +244,7 @@ class Alerting:
             if target is None or state.state not in INCIDENT_STATES:
                 continue
             if notifier in target.alerts.notifiers:
-                out.append(
-                    open_incident(target, safe_url(target.url), state, "firing", created_at=now)
-                )
+                out.append(open_incident(target, state, "firing", created_at=now))
         return out
 
     def summary(self) -> str:
@@ -187,11 +256,22 @@ class Alerting:
         return f"{len(self.states)} targets: {parts}"
 
     async def stop(self, grace_s: float) -> None:
+        """Write what is queued (within ``grace_s``), stop the workers, close the store."""
+        if self._writer is not None:
+            if not await self.flush(grace_s):
+                log.error(
+                    "state_not_written",
+                    writes=len(self._writes),
+                    consequence="these state changes are lost; checks will find them again",
+                )
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
         if self.delivery is not None:
             await self.delivery.stop(grace_s)
         if self._session is not None:
             await self._session.close()
-        self.store.close()
+        await self.store.close()
 
 
 def _persisted(state: TargetState) -> tuple[object, ...]:

@@ -19,13 +19,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import aiohttp
 from cryptography import x509
 
 from monitor import __version__
 from monitor.config import Target
+from monitor.redaction import redact
 
 Reason = Literal[
     "ok",
@@ -40,7 +41,6 @@ Reason = Literal[
     "latency",
     "error",
 ]
-REASONS: tuple[Reason, ...] = get_args(Reason)
 PHASES = ("resolve", "connect", "tls", "processing", "transfer")
 USER_AGENT = f"uptime-monitor/{__version__}"
 _CHUNK_BYTES = 64 * 1024
@@ -372,28 +372,3 @@ def classify(exc: BaseException) -> tuple[Reason, str]:
     if isinstance(exc, aiohttp.ClientResponseError | aiohttp.ClientPayloadError):
         return "protocol", getattr(exc, "message", "") or text
     return "error", f"{type(exc).__name__}: {text}"
-
-
-# The userinfo ends at the last "@" before the path: a password may contain "@" itself.
-_USERINFO = re.compile(r"^(https?://)([^/?#]*)@")
-
-
-def redact(text: str, url: str) -> str:
-    """``text`` without the URL's credentials (``user:secret@`` becomes ``user:***@``)."""
-    match = _USERINFO.match(url)
-    if match is None:
-        return text
-    password = match.group(2).partition(":")[2]
-    if password:
-        text = text.replace(password, "***")
-    return text
-
-
-def safe_url(url: str) -> str:
-    """The URL as it may be logged and exported: the password replaced by ``***``."""
-    return _USERINFO.sub(
-        lambda m: (
-            f"{m.group(1)}{m.group(2).partition(':')[0]}:***@" if ":" in m.group(2) else m.group(0)
-        ),
-        url,
-    )

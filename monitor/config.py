@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -22,6 +23,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from monitor.redaction import safe_url
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -240,6 +243,11 @@ class Target(TargetOptions):
 
     name: str = Field(pattern=_NAME, max_length=200, description="unique; letters, digits, _ . -")
     url: Annotated[str, AfterValidator(_check_url)]
+
+    @cached_property
+    def safe_url(self) -> str:
+        """The URL as logs, metrics and messages show it: computed once, without secrets."""
+        return safe_url(self.url)
 
     @property
     def retry_interval_s(self) -> float:

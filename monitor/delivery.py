@@ -1,7 +1,7 @@
 """Getting notifications out without ever blocking a check, and without losing one.
 
-Messages go into the SQLite outbox (:mod:`monitor.store`) in the same transaction as the
-state change that caused them; one worker task per notifier sends them in order. A failed
+Messages go into the state store's outbox (:mod:`monitor.stores`) in the same transaction as
+the state change that caused them; one worker task per notifier sends them in order. A failed
 attempt is retried with exponential backoff (1 s, 2 s, 4 s ... capped at ``max_backoff``),
 never sooner than the receiver's ``Retry-After``; a message is given up only after
 ``give_up_after`` (default 24 h), then logged as failed. A slow or dead notifier delays
@@ -9,6 +9,10 @@ only its own queue: checks only ever write to the outbox.
 
 Alertmanager notifiers also re-send every firing alert each ``resend_interval`` so that the
 alerts expire by themselves if the monitor dies.
+
+A worker survives every error: one from the store (locked, full, gone) is logged as
+``delivery_store_error`` and the worker tries again after a pause, so a notifier is never
+silenced for good by a passing fault.
 """
 
 from __future__ import annotations
@@ -22,12 +26,14 @@ from typing import Any
 import structlog
 
 from monitor.config import Notifier as NotifierConfig
-from monitor.notifiers import Alertmanager, BaseNotifier, DeliveryError, Notification
-from monitor.store import Pending, Store
+from monitor.incident import Notification
+from monitor.notifiers import Alertmanager, BaseNotifier, DeliveryError
+from monitor.stores import Pending, StateStore
 
 log = structlog.get_logger("monitor.delivery")
 
-Count = Callable[[str, str], None]  # (notifier, outcome) for monitor_notifications_total
+Counts = dict[tuple[str, str], int]  # (notifier, outcome) → attempts, for the collector
+STORE_RETRY_S = 5.0  # pause after a store error before a worker tries again
 
 
 def backoff_s(attempts: int, max_backoff_s: float, retry_after_s: float | None) -> float:
@@ -43,25 +49,30 @@ class Delivery:
 
     def __init__(
         self,
-        store: Store,
+        store: StateStore,
         notifiers: dict[str, BaseNotifier],
         configs: dict[str, NotifierConfig],
-        count: Count,
         firing: Callable[[str], list[Notification]],
+        counts: Counts | None = None,
     ) -> None:
         self._store = store
         self._notifiers = notifiers
         self._configs = configs
-        self._count = count
         self._firing = firing
+        # Kept across reloads (the new Delivery takes the old one's): counters never go back.
+        self.counts: Counts = counts if counts is not None else {}
         self._wake = {name: asyncio.Event() for name in notifiers}
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._stop_event = asyncio.Event()
         self.pending = dict.fromkeys(notifiers, 0)
 
-    def start(self) -> None:
-        waiting = self._store.pending_notifiers()
+    def _count(self, notifier: str, outcome: str) -> None:
+        key = (notifier, outcome)
+        self.counts[key] = self.counts.get(key, 0) + 1
+
+    async def start(self) -> None:
+        waiting = await self._store.pending_counts()
         for name, count in waiting.items():
             if name in self.pending:
                 self.pending[name] = count
@@ -100,9 +111,23 @@ class Delivery:
             await notifier.close()
 
     async def _worker(self, name: str) -> None:
+        while not self._stopping:
+            try:
+                await self._drain(name)
+            except Exception as exc:
+                log.error(
+                    "delivery_store_error",
+                    notifier=name,
+                    error=f"{type(exc).__name__}: {exc}",
+                    retry_in_s=STORE_RETRY_S,
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop_event.wait(), timeout=STORE_RETRY_S)
+
+    async def _drain(self, name: str) -> None:
         wake = self._wake[name]
         while not self._stopping:
-            pending = self._store.next_pending(name)
+            pending = await self._store.next_pending(name)
             delay_s = None if pending is None else pending.next_attempt - time.time()
             if pending is None or (delay_s is not None and delay_s > 0):
                 wake.clear()
@@ -127,13 +152,13 @@ class Delivery:
             attempts = pending.attempts + 1
             now = time.time()
             if now - pending.created_at >= config.give_up_after_s:
-                self._store.delivered(pending.id)
+                await self._store.delivered(pending.id)
                 self.pending[name] -= 1
                 self._count(name, "failed")
                 log.error("notification_failed", attempts=attempts, error=str(exc), **fields)
                 return
             delay_s = backoff_s(attempts, config.max_backoff_s, exc.retry_after_s)
-            self._store.retry_later(pending.id, attempts, now + delay_s)
+            await self._store.retry_later(pending.id, attempts, now + delay_s)
             self._count(name, "retried")
             log.warning(
                 "notification_retry",
@@ -143,7 +168,7 @@ class Delivery:
                 **fields,
             )
             return
-        self._store.delivered(pending.id)
+        await self._store.delivered(pending.id)
         self.pending[name] -= 1
         self._count(name, "sent")
         log.info("notification_sent", attempts=pending.attempts + 1, **fields)

@@ -2,7 +2,7 @@
 
 One event per check (``event="check"``) and per lifecycle step. Library logs (aiohttp,
 APScheduler) go through the same renderer so journald sees one format. Secrets never reach a
-log: check events carry :func:`monitor.checks.safe_url` and no header values.
+log: check events carry :attr:`monitor.config.Target.safe_url` and no header values.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any, TextIO
 import orjson
 import structlog
 
-from monitor.checks import CheckResult, safe_url
+from monitor.checks import CheckResult
 from monitor.config import Target
 
 _LEVELS = {
@@ -70,7 +70,7 @@ def log_check(log: Any, target: Target, result: CheckResult, lateness_s: float) 
     log.info(
         "check",
         target=result.target,
-        url=safe_url(target.url),
+        url=target.safe_url,
         ok=result.ok,
         reason=result.reason,
         status=result.status,

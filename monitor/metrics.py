@@ -1,14 +1,14 @@
-"""Every metric the monitor exports, in one place.
+"""Per-target metrics: what each check found, rendered straight to the text format.
 
-Per-target series are written straight to the text format (0.0.4) from plain objects, with
-each target's label string built once: at 10,000 targets prometheus-client's generic
-rendering took ~2 s per scrape and, holding the GIL even in a thread, made checks start over
-a second late. The renderer instead runs on the event loop in chunks of targets and yields
-between them, so checks keep their schedule while Prometheus scrapes. A removed target's
-series vanish with one ``del``; no ``_created`` series. Process-wide families (lateness,
-notifications, build info, process metrics) go through prometheus-client on an explicit
-``CollectorRegistry``. Label values are bounded: target names from the config, reasons,
-phases and states from fixed sets.
+Per-target series are written from plain objects, with each target's label string built
+once: at 10,000 targets prometheus-client's generic rendering took ~2 s per scrape and,
+holding the GIL even in a thread, made checks start over a second late. The renderer instead
+runs on the event loop in chunks of targets and yields between them, so checks keep their
+schedule while Prometheus scrapes. A removed target's series vanish with one ``del``; no
+``_created`` series. Process-wide families come from :mod:`monitor.collectors`, one collector
+per object that owns the values, on an explicit ``CollectorRegistry``; :meth:`Metrics.stream`
+appends them. Label values are bounded: target names from the config, reasons, phases and
+states from fixed sets.
 """
 
 from __future__ import annotations
@@ -18,33 +18,16 @@ import bisect
 import math
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 
-from prometheus_client import (
-    CollectorRegistry,
-    GCCollector,
-    PlatformCollector,
-    ProcessCollector,
-    generate_latest,
-)
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    InfoMetricFamily,
-    Metric,
-)
-from prometheus_client.registry import Collector
+from prometheus_client import CollectorRegistry, generate_latest
 
-from monitor import __version__
-from monitor.checks import PHASES, CheckResult, safe_url
+from monitor.checks import PHASES, CheckResult
 from monitor.config import Target
 from monitor.state import STATES
 
-LATENESS_BUCKETS_S = (0.005, 0.025, 0.1, 0.5, 1.0, 5.0, 30.0)
 
-
-class _Histogram:
-    """Non-cumulative bucket counts; the last slot is +Inf. Sum is approximate by one sample
-    at most while a scrape runs in its thread: the counts always agree with each other."""
+class Histogram:
+    """Non-cumulative bucket counts; the last slot is +Inf. A scrape copies the counts once,
+    so the buckets always agree with each other."""
 
     __slots__ = ("bounds", "counts", "sum")
 
@@ -90,7 +73,7 @@ class _TargetStats:
     def __init__(self, info: dict[str, str], bounds: Sequence[float]) -> None:
         self.label = f'target="{escape(info["target"])}"'
         self.set_info(info)
-        self.duration = _Histogram(bounds)
+        self.duration = Histogram(bounds)
         self.checks: dict[str, int] = {"ok": 0}
         self.up: float | None = None
         self.status = 0
@@ -107,32 +90,11 @@ class _TargetStats:
 
 
 class Metrics:
-    """Collects what the service observes; register it once with :meth:`register`."""
+    """The per-target series: results and states as they are observed."""
 
     def __init__(self, duration_buckets_s: Sequence[float]) -> None:
         self._bounds = tuple(duration_buckets_s)
         self._targets: dict[str, _TargetStats] = {}
-        self.lateness = _Histogram(LATENESS_BUCKETS_S)
-        self.skipped_total = 0
-        self.in_flight: Callable[[], int] = lambda: 0
-        self.notifications: dict[tuple[str, str], int] = {}
-        self.pending_notifications: Callable[[], dict[str, int]] = dict
-        self.reload_successful = 0.0
-        self.reload_success_ts = 0.0
-
-    def reload_ok(self, at: float) -> None:
-        self.reload_successful = 1.0
-        self.reload_success_ts = at
-
-    def reload_failed(self) -> None:
-        self.reload_successful = 0.0
-
-    def register(self, registry: CollectorRegistry, *, process: bool = True) -> None:
-        registry.register(_Collector(self))
-        if process:
-            ProcessCollector(registry=registry)
-            PlatformCollector(registry=registry)
-            GCCollector(registry=registry)
 
     def set_targets(self, targets: Iterable[Target]) -> None:
         """Track exactly these targets: new ones appear, removed ones' series disappear."""
@@ -149,9 +111,8 @@ class Metrics:
                 stats.set_info(info)
 
     def observe(self, result: CheckResult) -> None:
-        stats = self._targets.get(result.target)
-        if stats is None:  # removed by a reload while its check ran
-            return
+        """Record a current target's result (the scheduler passes on no other)."""
+        stats = self._targets[result.target]
         stats.up = 1.0 if result.ok else 0.0
         stats.status = result.status
         stats.duration.observe(result.duration_s)
@@ -168,19 +129,10 @@ class Metrics:
             if changed:
                 stats.changes[state] = stats.changes.get(state, 0) + 1
 
-    def count_notification(self, notifier: str, outcome: str) -> None:
-        key = (notifier, outcome)
-        self.notifications[key] = self.notifications.get(key, 0) + 1
-
-    def target_count(self) -> int:
-        return len(self._targets)
-
-    def targets(self) -> list[tuple[str, _TargetStats]]:
-        return list(self._targets.items())
-
     async def stream(self, registry: CollectorRegistry) -> AsyncIterator[bytes]:
         """The exposition in pieces of a few hundred targets, yielding to the event loop
-        between them: no scrape holds the loop, or a buffer of the whole text, for long."""
+        between them: no scrape holds the loop, or a buffer of the whole text, for long.
+        The registry's process-wide families come last."""
         parts: list[str] = []
         for piece in self._pieces(registry):
             if piece is not None:
@@ -193,16 +145,8 @@ class Metrics:
         if parts:
             yield "".join(parts).encode()
 
-    async def render(self, registry: CollectorRegistry) -> bytes:
-        """The whole exposition at once (tests, small setups)."""
-        return b"".join([piece async for piece in self.stream(registry)])
-
-    def render_now(self, registry: CollectorRegistry) -> bytes:
-        """The same exposition in one go (tests, and callers without an event loop)."""
-        return "".join(p for p in self._pieces(registry) if p is not None).encode()
-
     def _pieces(self, registry: CollectorRegistry) -> Iterator[str | None]:
-        targets = [s for _, s in self.targets()]
+        targets = list(self._targets.values())
         for header, line in _target_families(self._bounds):
             yield header
             for start in range(0, len(targets), RENDER_CHUNK):
@@ -212,68 +156,10 @@ class Metrics:
 
 
 def _info_labels(target: Target) -> dict[str, str]:
-    labels = {"target": target.name, "url": safe_url(target.url), "method": target.method}
+    labels = {"target": target.name, "url": target.safe_url, "method": target.method}
     for key, value in target.labels.items():
         labels.setdefault(key, value)  # the config refuses these names; never override
     return labels
-
-
-class _Collector(Collector):
-    """The process-wide families; the per-target ones are in :func:`_target_families`."""
-
-    def __init__(self, metrics: Metrics) -> None:
-        self._m = metrics
-
-    def collect(self) -> Iterator[Metric]:
-        m = self._m
-        lateness_buckets, lateness_sum = m.lateness.buckets()
-        lateness = HistogramMetricFamily(
-            "monitor_schedule_lateness_seconds",
-            "How late checks started against their schedule (includes waiting for a slot)",
-        )
-        lateness.add_metric([], lateness_buckets, lateness_sum)
-        yield lateness
-        yield GaugeMetricFamily("monitor_checks_in_flight", "Checks running now", m.in_flight())
-        yield GaugeMetricFamily("monitor_targets", "Configured targets", m.target_count())
-        yield CounterMetricFamily(
-            "monitor_checks_skipped",
-            "Scheduled checks not started because the previous one still ran",
-            m.skipped_total,
-        )
-        yield from _notification_families(m)
-        yield GaugeMetricFamily(
-            "monitor_config_last_reload_successful",
-            "1 if the last load of the config file succeeded",
-            m.reload_successful,
-        )
-        yield GaugeMetricFamily(
-            "monitor_config_last_reload_success_timestamp_seconds",
-            "When the config was last loaded successfully",
-            m.reload_success_ts,
-        )
-        build = InfoMetricFamily("monitor_build", "The running version")
-        build.add_metric([], {"version": __version__})
-        yield build
-
-
-def _notification_families(m: Metrics) -> Iterator[Metric]:
-    pending = m.pending_notifications()
-    sent = CounterMetricFamily(
-        "monitor_notifications",
-        "Notification attempts by outcome: sent, retried (an attempt failed), failed (given up)",
-        labels=["notifier", "outcome"],
-    )
-    counts = dict(m.notifications)
-    for notifier in sorted(set(pending) | {n for n, _ in counts}):
-        for outcome in ("sent", "retried", "failed"):
-            sent.add_metric([notifier, outcome], counts.get((notifier, outcome), 0))
-    yield sent
-    queued = GaugeMetricFamily(
-        "monitor_notifications_pending", "Messages waiting in the outbox", labels=["notifier"]
-    )
-    for notifier, count in sorted(pending.items()):
-        queued.add_metric([notifier], count)
-    yield queued
 
 
 RENDER_CHUNK = 500

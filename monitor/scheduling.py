@@ -11,6 +11,11 @@ targets' checks as tasks and returns, so the scheduler itself never waits on the
   skipped, counted and logged, never queued up behind itself.
 - Nothing is dropped silently: ``misfire_grace_time=None`` runs late slots however late,
   ``coalesce`` folds a backlog into one run, and every start's lateness is measured.
+- While a state change is unconfirmed, the target is re-checked after its
+  ``retry_interval`` (:meth:`Scheduler.retry_soon`), not a whole interval later.
+- A result is passed on only if its target is still current (:meth:`Scheduler.is_current`):
+  a reload keeps the objects of unchanged targets (:mod:`monitor.reload`), so a check that
+  was running for one of them still counts, and one of a removed or changed target does not.
 """
 
 from __future__ import annotations
@@ -20,21 +25,25 @@ import functools
 import math
 import time
 import zlib
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any
 
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
+from monitor.checks import CheckResult
 from monitor.config import Target
+from monitor.metrics import Histogram
 
 MAX_SLOTS_PER_INTERVAL = 100
 MIN_SLOT_WIDTH_S = 0.1
 
-RunCheck = Callable[[Target, float], Coroutine[Any, Any, None]]
-"""Runs one check of a target; the float is the wall-clock time it was due."""
+Check = Callable[[Target], Awaitable[CheckResult]]
+"""Runs one check of a target (:meth:`monitor.checks.Checker.check`); never raises."""
+OnResult = Callable[[Target, CheckResult, float], bool]
+"""Takes a current target's result and its start lateness in seconds; returns whether a
+quick re-check (``retry_interval``) is wanted."""
 
 log = structlog.get_logger("monitor.scheduling")
 
@@ -59,12 +68,15 @@ def slot_of(name: str, slots: int) -> int:
     return zlib.crc32(name.encode()) % slots
 
 
+LATENESS_BUCKETS_S = (0.005, 0.025, 0.1, 0.5, 1.0, 5.0, 30.0)
+
+
 class Scheduler:
     """Starts every target's checks on its own interval; see the module docstring."""
 
-    def __init__(self, run_check: RunCheck, on_skip: Callable[[Target], None] | None = None):
-        self._run_check = run_check
-        self._on_skip = on_skip
+    def __init__(self, check: Check, on_result: OnResult) -> None:
+        self._check = check
+        self._on_result = on_result
         self._aps = AsyncIOScheduler(
             timezone=UTC,
             job_defaults={"coalesce": True, "misfire_grace_time": None, "max_instances": 1},
@@ -74,11 +86,24 @@ class Scheduler:
         self._epochs: dict[float, float] = {}
         self._current: dict[str, Target] = {}
         self._running: dict[str, asyncio.Task[None]] = {}
+        self._retries: dict[str, asyncio.TimerHandle] = {}
         self._accepting = False
+        # Owned here, exported by monitor.metrics.SchedulerCollector.
+        self.lateness = Histogram(LATENESS_BUCKETS_S)
+        self.skipped_total = 0
 
     @property
     def running(self) -> int:
         return len(self._running)
+
+    @property
+    def target_count(self) -> int:
+        return len(self._current)
+
+    def is_current(self, target: Target) -> bool:
+        """Whether ``target`` is the object now scheduled under its name: the one rule for
+        whether its check may start and whether its result counts."""
+        return self._current.get(target.name) is target
 
     def start(self, targets: Iterable[Target]) -> None:
         """Lay out the slots and start firing; first runs begin within one interval."""
@@ -91,7 +116,8 @@ class Scheduler:
 
         A target's slot depends only on its name and interval, and every interval keeps the
         epoch it first had, so a target that is unchanged by a reload keeps its schedule.
-        Slots that become empty lose their job; new ones start at their next turn.
+        Slots that become empty lose their job; new ones start at their next turn. Pending
+        re-checks of targets that are no longer current are dropped.
         """
         now = time.time()
         slots: dict[tuple[float, int], list[Target]] = {}
@@ -117,7 +143,10 @@ class Scheduler:
                 next_run_time=start,
             )
         self._slots = slots
-        self._current = {t.name: t for ts in slots.values() for t in ts}
+        current = {t.name: t for ts in slots.values() for t in ts}
+        for name in [n for n in self._retries if self._current.get(n) is not current.get(n)]:
+            self._retries.pop(name).cancel()
+        self._current = current
 
     async def _fire(self, key: tuple[float, int]) -> None:
         if not self._accepting:
@@ -141,11 +170,10 @@ class Scheduler:
                 loop.call_later(delay_s, self._start, target, target_due_s)
 
     def _start(self, target: Target, due_s: float) -> None:
-        if not self._accepting or self._current.get(target.name) is not target:
+        if not self._accepting or not self.is_current(target):
             return  # stopped, or removed/changed by a reload since the slot fired
         if target.name in self._running:
-            if self._on_skip is not None:
-                self._on_skip(target)
+            self.skipped_total += 1
             log.warning(
                 "check_skipped",
                 target=target.name,
@@ -155,9 +183,18 @@ class Scheduler:
         self._spawn(target, due_s)
 
     def _spawn(self, target: Target, due_s: float) -> None:
-        task = asyncio.create_task(self._run_check(target, due_s), name=f"check:{target.name}")
+        task = asyncio.create_task(self._run(target, due_s), name=f"check:{target.name}")
         self._running[target.name] = task
         task.add_done_callback(functools.partial(self._reap, target.name))
+
+    async def _run(self, target: Target, due_s: float) -> None:
+        result = await self._check(target)
+        lateness_s = max(0.0, result.started_at - due_s)
+        self.lateness.observe(lateness_s)
+        if not self.is_current(target):
+            return  # removed or changed by a reload while it ran: its result is of the past
+        if self._on_result(target, result, lateness_s):
+            self.retry_soon(target)
 
     def _reap(self, name: str, task: asyncio.Task[None]) -> None:
         if self._running.get(name) is task:
@@ -166,13 +203,18 @@ class Scheduler:
             # A check never raises; this is a bug, and it must not pass unseen.
             log.error("check_crashed", target=name, exc_info=task.exception())
 
-    def check_now(self, name: str) -> bool:
-        """Check target ``name`` at once unless it runs already or is gone; for retries."""
-        target = self._current.get(name)
-        if not self._accepting or target is None or name in self._running:
-            return False
-        self._spawn(target, time.time())
-        return True
+    def retry_soon(self, target: Target) -> None:
+        """Re-check ``target`` after its retry_interval: a change is confirmed (or dropped)
+        quickly. At most one re-check is pending per target."""
+        if not self._accepting or target.name in self._retries:
+            return
+        loop = asyncio.get_running_loop()
+        self._retries[target.name] = loop.call_later(target.retry_interval_s, self._retry, target)
+
+    def _retry(self, target: Target) -> None:
+        del self._retries[target.name]
+        if self._accepting and self.is_current(target) and target.name not in self._running:
+            self._spawn(target, time.time())
 
     async def stop(self, grace_s: float) -> int:
         """Start no new checks; give running ones ``grace_s``, then cancel them.
@@ -180,6 +222,9 @@ class Scheduler:
         Returns how many had to be cancelled.
         """
         self._accepting = False
+        for handle in self._retries.values():
+            handle.cancel()
+        self._retries.clear()
         if self._aps.running:
             self._aps.shutdown(wait=False)
         pending = list(self._running.values())
@@ -191,7 +236,3 @@ class Scheduler:
         if still:
             await asyncio.gather(*still, return_exceptions=True)
         return len(still)
-
-    def jobs(self) -> list[Any]:
-        """APScheduler's jobs (for tests and diagnostics): one per slot."""
-        return list(self._aps.get_jobs())

@@ -1,9 +1,12 @@
-"""The daemon's lifecycle: one Service owns start-up, the stop flag and a bounded shutdown.
+"""The daemon's lifecycle: one Service owns start-up, the stop flag, reload and a bounded
+shutdown, and nothing else.
 
-Modelled on uvicorn's Server: signal handlers only set flags; ``startup()`` binds the metrics
-port, opens the HTTP client and starts the scheduler; the main loop waits for the stop flag;
-``shutdown()`` starts no new checks, gives in-flight checks ``shutdown_grace_s`` and cancels
-the rest. A second SIGINT/SIGTERM skips the grace period.
+Modelled on uvicorn's Server: signal handlers only set flags; :meth:`Service.startup` binds
+the endpoint, opens the state store and starts the scheduler; the main loop waits for the
+stop flag; :meth:`Service.shutdown` starts no new checks, gives in-flight checks
+``shutdown_grace_s`` and cancels the rest. A second SIGINT/SIGTERM skips the grace period.
+Data flows one way: the scheduler runs a check and hands a current target's result to
+:meth:`Service._on_result`, which feeds metrics, the log line and alerting.
 """
 
 from __future__ import annotations
@@ -13,24 +16,29 @@ import gc
 import signal
 import sys
 import time
-import zlib
-from typing import Any
 
 import structlog
-from aiohttp import web
-from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from monitor import __version__
 from monitor.alerting import Alerting
-from monitor.checks import Checker
+from monitor.checks import Checker, CheckResult
+from monitor.collectors import (
+    CheckerCollector,
+    DeliveryCollector,
+    ReloadStatus,
+    SchedulerCollector,
+    StoreCollector,
+    process_registry,
+)
 from monitor.config import MonitorFile, Target
+from monitor.endpoint import Endpoint, EndpointError
 from monitor.loader import ConfigError, load_config
 from monitor.logs import configure, log_check
 from monitor.metrics import Metrics
+from monitor.reload import apply
 from monitor.scheduling import Scheduler
 from monitor.settings import Settings
-from monitor.store import StateFileError, Store
+from monitor.stores import StateFileError, open_store
 from monitor.systemd import SystemdNotifier
 
 log = structlog.get_logger("monitor")
@@ -52,23 +60,26 @@ class Service:
     def __init__(self, settings: Settings, config: MonitorFile) -> None:
         self.settings = settings
         self.config = config
-        self.registry = CollectorRegistry(auto_describe=True)
         self.metrics = Metrics(settings.duration_buckets_s)
-        self.metrics.register(self.registry)
         self.checker = Checker(settings.max_concurrency)
-        self.metrics.in_flight = lambda: self.checker.in_flight
-        self.scheduler = Scheduler(self._run_check, on_skip=self._skipped)
+        self.scheduler = Scheduler(self.checker.check, self._on_result)
         self.alerting: Alerting | None = None
-        self._retries: dict[str, asyncio.TimerHandle] = {}
+        self.reload_status = ReloadStatus()
+        self.registry = process_registry(
+            CheckerCollector(self.checker),
+            SchedulerCollector(self.scheduler),
+            DeliveryCollector(lambda: self.alerting.delivery if self.alerting else None),
+            StoreCollector(lambda: self.alerting),
+            self.reload_status,
+        )
+        self.endpoint = Endpoint(self.metrics, self.registry, self._ready, self.reload)
+        self.systemd = SystemdNotifier()
         self.should_exit = asyncio.Event()
         self.force_exit = asyncio.Event()
-        self.started = False
         self.reload_requested = asyncio.Event()
+        self.started = False
         self._reload_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
-        self.systemd = SystemdNotifier()
-        self._runner: web.AppRunner | None = None
-        self.bound_port: int | None = None
 
     # -- signals -----------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -104,21 +115,28 @@ class Service:
     async def startup(self) -> None:
         targets = self.config.targets
         self.metrics.set_targets(targets)
-        await self._serve_http()
         try:
-            self.alerting = Alerting(self.config, Store(self.settings.state_file), self.metrics)
+            await self.endpoint.start(self.settings.listen_host, self.settings.listen_port)
+        except EndpointError as exc:
+            raise StartupError(str(exc)) from None
+        try:
+            store = await open_store(self.settings.state_file)
+        except StateFileError as exc:
+            raise StartupError(str(exc), EXIT_CONFIG) from None
+        self.alerting = Alerting(self.config, store, self.metrics)
+        try:
             await self.alerting.start(targets)
-        except (StateFileError, ConfigError) as exc:
+        except ConfigError as exc:
             raise StartupError(str(exc), EXIT_CONFIG) from None
         _settle_memory()
         self.scheduler.start(targets)
-        self.metrics.reload_ok(time.time())
+        self.reload_status.ok(time.time())
         self.started = True
         log.info(
             "startup",
             version=__version__,
             targets=len(targets),
-            listen=f"{self.settings.listen_host}:{self.bound_port}",
+            listen=f"{self.settings.listen_host}:{self.endpoint.port}",
             config=str(self.settings.config),
             max_concurrency=self.settings.max_concurrency,
             # First runs are spread over each target's interval, as Prometheus spreads
@@ -137,8 +155,6 @@ class Service:
             stopping.cancel()
             await self.scheduler.stop(0)
         cancelled = 0 if stopping.cancelled() else stopping.result()
-        for handle in self._retries.values():
-            handle.cancel()
         if self.alerting is not None:
             # Undelivered messages stay in the outbox for the next start.
             await self.alerting.stop(0.0 if self.force_exit.is_set() else min(grace_s, 5.0))
@@ -148,9 +164,10 @@ class Service:
     async def _close(self) -> None:
         self.systemd.close()
         await self.checker.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await self.endpoint.close()
+
+    def _ready(self) -> bool:
+        return self.started and not self.should_exit.is_set()
 
     # -- reload ------------------------------------------------------------------------
     async def _reloader(self) -> None:
@@ -173,27 +190,21 @@ class Service:
 
     async def _reload(self) -> list[str]:
         try:
-            config = await asyncio.to_thread(load_config, self.settings.config)
-            if self.alerting is not None:
-                await self.alerting.reload(config)  # first: it may still refuse the config
+            loaded = await asyncio.to_thread(load_config, self.settings.config)
+            delivery = self.alerting.prepare(loaded) if self.alerting is not None else None
         except ConfigError as exc:
-            self.metrics.reload_failed()
+            self.reload_status.failed()
             log.error("config_reload_failed", problems=exc.problems, kept="the running config")
             return exc.problems
-        old = {t.name: t for t in self.config.targets}
-        new = {t.name: t for t in config.targets}
+        config, diff = apply(self.config, loaded)
         self.config = config
         self.metrics.set_targets(config.targets)
+        if self.alerting is not None:
+            await self.alerting.reload(config, diff, delivery)
         self.scheduler.replace(config.targets)
         _settle_memory()
-        self.metrics.reload_ok(time.time())
-        log.info(
-            "config_reloaded",
-            targets=len(new),
-            added=sorted(new.keys() - old.keys()),
-            removed=sorted(old.keys() - new.keys()),
-            changed=sorted(n for n in new.keys() & old.keys() if new[n] != old[n]),
-        )
+        self.reload_status.ok(time.time())
+        log.info("config_reloaded", **diff.summary())
         return []
 
     # -- systemd -----------------------------------------------------------------------
@@ -209,91 +220,11 @@ class Service:
             await asyncio.sleep(interval_s)
             self.systemd.status(self._status())
 
-    # -- checks ------------------------------------------------------------------------
-    async def _run_check(self, target: Target, due_s: float) -> None:
-        result = await self.checker.check(target)
-        lateness_s = max(0.0, result.started_at - due_s)
-        self.metrics.lateness.observe(lateness_s)
+    # -- the one way results flow --------------------------------------------------------
+    def _on_result(self, target: Target, result: CheckResult, lateness_s: float) -> bool:
         self.metrics.observe(result)
         log_check(log, target, result, lateness_s)
-        if self.alerting is not None and self.alerting.observe(target, result):
-            self._retry_soon(target)
-
-    def _retry_soon(self, target: Target) -> None:
-        """Re-check after retry_interval: a change is confirmed (or dropped) quickly."""
-        if target.name in self._retries or self.should_exit.is_set():
-            return
-
-        def fire() -> None:
-            del self._retries[target.name]
-            self.scheduler.check_now(target.name)
-
-        loop = asyncio.get_running_loop()
-        self._retries[target.name] = loop.call_later(target.retry_interval_s, fire)
-
-    def _skipped(self, _target: Target) -> None:
-        self.metrics.skipped_total += 1
-
-    # -- HTTP --------------------------------------------------------------------------
-    async def _serve_http(self) -> None:
-        app = web.Application()
-        app.router.add_get("/metrics", self._metrics)
-        app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/readyz", self._readyz)
-        app.router.add_post("/-/reload", self._reload_endpoint)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.settings.listen_host, self.settings.listen_port)
-        try:
-            await site.start()
-        except OSError as exc:
-            msg = f"cannot listen on {self.settings.listen}: {exc.strerror or exc}"
-            raise StartupError(msg) from None
-        server: Any = site._server
-        self.bound_port = server.sockets[0].getsockname()[1] if server else None
-
-    async def _metrics(self, request: web.Request) -> web.StreamResponse:
-        """Stream the exposition as it is rendered, piece by piece (see monitor.metrics).
-
-        At 50,000 targets the text is ~70 MB: built and compressed whole, it held the loop
-        for a third of a second and doubled the resident memory. Streamed, each piece is
-        rendered, compressed (gzip level 1: a tenth of the size at little cost) and written
-        before the next, and checks run in between.
-        """
-        started = time.perf_counter()
-        gzipped = "gzip" in request.headers.get("Accept-Encoding", "")
-        response = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE_LATEST})
-        if gzipped:
-            response.headers["Content-Encoding"] = "gzip"
-        await response.prepare(request)
-        compressor = zlib.compressobj(1, zlib.DEFLATED, 31) if gzipped else None  # 31: gzip
-        size = 0
-        async for piece in self.metrics.stream(self.registry):
-            size += len(piece)
-            data = compressor.compress(piece) if compressor is not None else piece
-            if data:
-                await response.write(data)
-        if compressor is not None:
-            await response.write(compressor.flush())
-        await response.write_eof()
-        log.debug("scrape", bytes=size, render_s=round(time.perf_counter() - started, 4))
-        return response
-
-    async def _reload_endpoint(self, _request: web.Request) -> web.Response:
-        # As Prometheus does: 200 when applied, 500 with the problems otherwise.
-        problems = await self.reload()
-        if problems:
-            return web.Response(status=500, text="\n".join(problems) + "\n")
-        return web.Response(text="reloaded\n")
-
-    async def _healthz(self, _request: web.Request) -> web.Response:
-        # Answering at all proves the event loop runs.
-        return web.Response(text="ok\n")
-
-    async def _readyz(self, _request: web.Request) -> web.Response:
-        if self.started and not self.should_exit.is_set():
-            return web.Response(text="ready\n")
-        return web.Response(status=503, text="not ready\n")
+        return self.alerting is not None and self.alerting.observe(target, result)
 
 
 def _settle_memory() -> None:

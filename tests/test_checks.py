@@ -15,8 +15,9 @@ from aiohttp import web
 from servers import TLSCerts, closed_port, raw_server, serve_app
 
 from monitor import __version__
-from monitor.checks import Checker, CheckResult, classify, redact, safe_url
+from monitor.checks import Checker, CheckResult, classify
 from monitor.config import Target
+from monitor.redaction import redact, safe_url
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -36,19 +36,13 @@ from monitor.config import (
     SlackNotifier,
     WebhookNotifier,
 )
-from monitor.notifiers import (
-    Alertmanager,
-    BaseNotifier,
-    DeliveryError,
-    Email,
-    Notification,
-    PagerDuty,
-    Slack,
-    Webhook,
-    build_notifier,
-    human_duration,
-    parse_retry_after,
-)
+from monitor.incident import Notification, human_duration
+from monitor.notifiers import Alertmanager, BaseNotifier, DeliveryError, build_notifier
+from monitor.notifiers.base import parse_retry_after
+from monitor.notifiers.pagerduty import PagerDuty
+from monitor.notifiers.slack import Slack
+from monitor.notifiers.smtp import Email
+from monitor.notifiers.webhook import Webhook
 
 SINCE = 1714564860.0  # 2024-05-01T12:01:00Z
 WEBHOOK_FIELDS = {

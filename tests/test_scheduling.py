@@ -9,8 +9,17 @@ from collections import defaultdict
 
 import pytest
 
+from monitor.checks import CheckResult
 from monitor.config import Target
 from monitor.scheduling import MAX_SLOTS_PER_INTERVAL, Scheduler, slot_of
+
+
+def _result(target: Target) -> CheckResult:
+    return CheckResult(target.name, True, "ok", 200, 0.0, time.time())
+
+
+def _ignore(_target: Target, _result: CheckResult, _lateness_s: float) -> bool:
+    return False
 
 
 def _targets(count: int, interval_s: float = 1.0, prefix: str = "t") -> list[Target]:
@@ -26,17 +35,25 @@ def _targets(count: int, interval_s: float = 1.0, prefix: str = "t") -> list[Tar
 
 
 class Recorder:
-    """A run_check that records (name, due, started) and sets an event when asked."""
+    """A check and a result sink that record (due, started) per run; sets an event when
+    every target ran ``want`` times."""
 
     def __init__(self) -> None:
         self.runs: dict[str, list[tuple[float, float]]] = defaultdict(list)
         self.enough = asyncio.Event()
         self.want: int | None = None
 
-    async def __call__(self, target: Target, due_s: float) -> None:
-        self.runs[target.name].append((due_s, time.time()))
+    async def check(self, target: Target) -> CheckResult:
+        return _result(target)
+
+    def on_result(self, target: Target, result: CheckResult, lateness_s: float) -> bool:
+        self.runs[target.name].append((result.started_at - lateness_s, result.started_at))
         if self.want is not None and all(len(r) >= self.want for r in self.runs.values()):
             self.enough.set()
+        return False
+
+    def scheduler(self) -> Scheduler:
+        return Scheduler(self.check, self.on_result)
 
 
 async def _record(targets: list[Target], runs_each: int) -> dict[str, list[tuple[float, float]]]:
@@ -44,7 +61,7 @@ async def _record(targets: list[Target], runs_each: int) -> dict[str, list[tuple
     recorder = Recorder()
     recorder.want = runs_each
     recorder.runs.update({t.name: [] for t in targets})
-    scheduler = Scheduler(recorder)
+    scheduler = recorder.scheduler()
     scheduler.start(targets)
     try:
         await asyncio.wait_for(recorder.enough.wait(), 5)
@@ -61,10 +78,10 @@ class TestSlots:
 
     async def test_one_job_per_slot_not_per_target(self) -> None:
         """1,000 targets at one interval make at most 100 APScheduler jobs; few targets, few."""
-        scheduler = Scheduler(Recorder())
+        scheduler = Recorder().scheduler()
         scheduler.start(_targets(1000, 60) + _targets(3, 30, prefix="x"))
         try:
-            jobs = scheduler.jobs()
+            jobs = scheduler._aps.get_jobs()
             at_60 = [j for j in jobs if j.id.startswith("60s/")]
             at_30 = [j for j in jobs if j.id.startswith("30s/")]
             assert len(at_60) == MAX_SLOTS_PER_INTERVAL
@@ -97,19 +114,22 @@ class TestRunning:
         active = 0
         most = 0
 
-        async def slow(_target: Target, _due_s: float) -> None:
+        async def slow(target: Target) -> CheckResult:
             nonlocal active, most
             active += 1
             most = max(most, active)
+            if active == 1 and scheduler.skipped_total == 0:
+                asyncio.get_running_loop().call_later(0.5, skipped.set)
             await release.wait()
             active -= 1
+            return _result(target)
 
-        scheduler = Scheduler(slow, on_skip=lambda _t: skipped.set())
+        scheduler = Scheduler(slow, _ignore)
         scheduler.start(_targets(1, 0.2))
         try:
-            await asyncio.wait_for(skipped.wait(), 5)
-            assert most == 1
-            assert scheduler.running == 1
+            await asyncio.wait_for(skipped.wait(), 5)  # two intervals and more have passed
+            assert (most, scheduler.running) == (1, 1)
+            assert scheduler.skipped_total >= 2
         finally:
             release.set()
             await scheduler.stop(1)
@@ -126,15 +146,16 @@ class TestStop:
         began = asyncio.Event()
         cancelled = asyncio.Event()
 
-        async def hang(_target: Target, _due_s: float) -> None:
+        async def hang(_target: Target) -> CheckResult:
             began.set()
             try:
                 await asyncio.Event().wait()
             except asyncio.CancelledError:
                 cancelled.set()
                 raise
+            raise AssertionError  # pragma: no cover
 
-        scheduler = Scheduler(hang)
+        scheduler = Scheduler(hang, _ignore)
         scheduler.start(_targets(1, 5))
         await asyncio.wait_for(began.wait(), 5)
         assert await scheduler.stop(0.05) == 1
@@ -145,26 +166,27 @@ class TestStop:
         began = asyncio.Event()
         finished = asyncio.Event()
 
-        async def short(_target: Target, _due_s: float) -> None:
+        async def short(target: Target) -> CheckResult:
             began.set()
             await asyncio.sleep(0.05)  # the work of a quick check
             finished.set()
+            return _result(target)
 
-        scheduler = Scheduler(short)
+        scheduler = Scheduler(short, _ignore)
         scheduler.start(_targets(1, 5))
         await asyncio.wait_for(began.wait(), 5)
         assert await scheduler.stop(5) == 0
         assert finished.is_set()
 
     async def test_no_check_starts_after_stop(self) -> None:
-        """After stop(), neither slots nor check_now start checks."""
+        """After stop(), neither slots nor re-checks start checks."""
         recorder = Recorder()
-        scheduler = Scheduler(recorder)
+        scheduler = recorder.scheduler()
         targets = _targets(3, 0.2)
         scheduler.start(targets)
         await scheduler.stop(0)
         before = sum(len(r) for r in recorder.runs.values())
-        assert scheduler.check_now(targets[0].name) is False
+        scheduler.retry_soon(targets[0])
         await asyncio.sleep(0.5)  # two intervals in which nothing may happen
         assert sum(len(r) for r in recorder.runs.values()) == before
 
@@ -183,18 +205,101 @@ class TestReplace:
         and adds jobs for new targets."""
         keep, gone = _targets(1, 60, prefix="keep") + _targets(1, 60, prefix="gone")
         (new,) = _targets(1, 60, prefix="new")
-        scheduler = Scheduler(Recorder())
+        scheduler = Recorder().scheduler()
         scheduler.start([keep, gone])
         try:
-            before = {j.id: j.next_run_time for j in scheduler.jobs()}
+            before = {j.id: j.next_run_time for j in scheduler._aps.get_jobs()}
             scheduler.replace([keep, new])
-            after = {j.id: j.next_run_time for j in scheduler.jobs()}
+            after = {j.id: j.next_run_time for j in scheduler._aps.get_jobs()}
             keep_id = f"60s/{slot_of('keep0', MAX_SLOTS_PER_INTERVAL)}"
             gone_id = f"60s/{slot_of('gone0', MAX_SLOTS_PER_INTERVAL)}"
             new_id = f"60s/{slot_of('new0', MAX_SLOTS_PER_INTERVAL)}"
             assert after[keep_id] == before[keep_id]
             assert gone_id not in after
             assert new_id in after
-            assert scheduler.check_now("gone0") is False  # no longer scheduled
+            assert (scheduler.is_current(keep), scheduler.is_current(gone)) == (True, False)
+        finally:
+            await scheduler.stop(0)
+
+    async def test_result_of_an_unchanged_target_survives_a_replace(self) -> None:
+        """A check in flight when its target is re-scheduled as the same object still counts;
+        one of a target replaced by a changed object (or removed) does not."""
+        same, changed, removed = _targets(3, 60)
+        changed_now = Target(name=changed.name, url=changed.url + "x", interval=60, timeout=1)
+        release = asyncio.Event()
+        started: set[str] = set()
+        all_started = asyncio.Event()
+        seen: list[str] = []
+
+        async def held(target: Target) -> CheckResult:
+            started.add(target.name)
+            if len(started) == 3:
+                all_started.set()
+            await release.wait()
+            return _result(target)
+
+        def on_result(target: Target, _result: CheckResult, _lateness_s: float) -> bool:
+            seen.append(target.name)
+            return False
+
+        scheduler = Scheduler(held, on_result)
+        scheduler.start([same, changed, removed])
+        try:
+            for target in (same, changed, removed):
+                scheduler._spawn(target, time.time())
+            await asyncio.wait_for(all_started.wait(), 5)
+            scheduler.replace([same, changed_now])
+            release.set()
+            assert await scheduler.stop(5) == 0  # waits for the three checks to finish
+            assert seen == [same.name]
+        finally:
+            await scheduler.stop(0)
+
+
+class TestRetry:
+    async def test_retry_runs_after_retry_interval(self) -> None:
+        """A result that asks for a re-check gets one after retry_interval, not an interval."""
+        target = Target(
+            name="r",
+            url="http://127.0.0.1/",
+            interval=60,
+            timeout=1,
+            alerts={"retry_interval": 0.05},
+        )
+        runs: list[float] = []
+        twice = asyncio.Event()
+
+        def on_result(_t: Target, result: CheckResult, _lateness_s: float) -> bool:
+            runs.append(result.started_at)
+            if len(runs) == 2:
+                twice.set()
+            return len(runs) == 1
+
+        scheduler = Scheduler(Recorder().check, on_result)
+        scheduler.start([target])
+        try:
+            scheduler._spawn(target, time.time())
+            await asyncio.wait_for(twice.wait(), 5)
+            assert 0.04 < runs[1] - runs[0] < 1.0
+        finally:
+            await scheduler.stop(0)
+
+    async def test_replace_drops_the_retry_of_a_target_no_longer_current(self) -> None:
+        """A re-check pending for a target that a reload removed never runs."""
+        target = Target(
+            name="r",
+            url="http://127.0.0.1/",
+            interval=60,
+            timeout=1,
+            alerts={"retry_interval": 0.05},
+        )
+        recorder = Recorder()
+        scheduler = recorder.scheduler()
+        scheduler.start([target])
+        try:
+            scheduler.retry_soon(target)
+            scheduler.replace([])
+            await asyncio.sleep(0.2)  # four retry intervals in which nothing may run
+            assert dict(recorder.runs) == {}
         finally:
             await scheduler.stop(0)

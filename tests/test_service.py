@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from daemon_proc import Daemon, label_sets, run_daemon
+from daemon_proc import Daemon, first_slot_name, label_sets, run_daemon, sample
 from servers import Inbox, serve_app
 
 from monitor.systemd import SystemdNotifier
@@ -59,6 +59,8 @@ class Site:
     url: str = ""
     inbox: Inbox = field(default_factory=Inbox)
     inbox2: Inbox = field(default_factory=Inbox)  # a second receiver, at /hook2
+    held: asyncio.Event = field(default_factory=asyncio.Event)  # a request waits at /hold
+    release: asyncio.Event = field(default_factory=asyncio.Event)  # then /hold answers 500
 
 
 @pytest.fixture
@@ -75,9 +77,15 @@ async def site() -> AsyncIterator[Site]:
         state.inbox.put(await request.json())
         return web.Response(status=204)
 
+    async def hold(_r: web.Request) -> web.Response:
+        state.held.set()
+        await state.release.wait()
+        return web.Response(status=500)
+
     app = web.Application()
     app.router.add_get("/ok", ok)
     app.router.add_get("/fail", fail)
+    app.router.add_get("/hold", hold)
 
     async def hook2(request: web.Request) -> web.Response:
         state.inbox2.put(await request.json())
@@ -196,11 +204,40 @@ class TestReload:
             ]
             # "keep" came up once and was never reset; "moved" (new URL) starts over.
             assert changes.count(("keep", "up")) == 1
-            assert [
-                e
+            forgotten = [
+                (e["target"], e["why"])
                 for e in daemon.events
-                if e.get("event") == "state_forgotten" and e["target"] == "moved"
+                if e.get("event") == "state_forgotten"
             ]
+            assert forgotten == [("gone", "removed"), ("moved", "url changed")]
+            assert await daemon.stop() == 0
+
+    async def test_reload_while_a_check_is_in_flight(self, tmp_path: Path, site: Site) -> None:
+        """A check of an unchanged target that was running during a reload still counts: its
+        result is logged, in the metrics, and judged by alerting (here: it opens an incident)."""
+        config = tmp_path / "m.yaml"
+        # A 60 s interval in the first slot: the one check in this test is the held one.
+        name = first_slot_name("held")
+        held = f'  - {{name: {name}, url: "{site.url}/hold", interval: 60s, timeout: 30s,'
+        held += " alerts: {failure_threshold: 1}}\n"
+        config.write_text("targets:\n" + held)
+        async with run_daemon(config) as daemon:
+            await asyncio.wait_for(site.held.wait(), 10)  # the first check waits at /hold
+            config.write_text("targets:\n" + held + _targets(site.url, "new:ok").split("\n", 1)[1])
+            daemon.process.send_signal(signal.SIGHUP)
+            event = await _reloaded(daemon)
+            assert (event["added"], event["changed"], event["removed"]) == (["new"], [], [])
+            site.release.set()
+            (check,) = await daemon.wait_for(
+                lambda e: e.get("event") == "check" and e["target"] == name
+            )
+            assert (check["status"], check["reason"]) == (500, "status")
+            (change,) = await daemon.wait_for(
+                lambda e: e.get("event") == "state_change" and e["target"] == name
+            )
+            assert (change["from"], change["to"]) == ("unknown", "down")
+            _, text = await daemon.get("/metrics")
+            assert sample(text, "monitor_checks_total", target=name, reason="status") == 1
             assert await daemon.stop() == 0
 
     async def test_invalid_file_changes_nothing(self, tmp_path: Path, site: Site) -> None:

@@ -6,7 +6,7 @@ import pytest
 
 from monitor.checks import CheckResult
 from monitor.config import Target
-from monitor.state import Observation, Policy, TargetState, notifications, step
+from monitor.state import Observation, Policy, TargetState, step
 
 T = Target(
     name="api",
@@ -111,64 +111,6 @@ class TestTransitions:
         result = step("api", start, obs, DEFAULT)
         assert result.change is not None
         assert result.change.closed_incident == "api/500000"
-
-
-class TestNotifications:
-    def _notes(self, sequence: str, policy: Policy = DEFAULT) -> list[tuple[str, str, str]]:
-        state, out = TargetState(), []
-        for i, letter in enumerate(sequence):
-            obs = Observation(HEALTH[letter], "x", "", 1000.0 + 10 * i)
-            result = step("api", state, obs, policy)
-            state = result.state
-            out += [
-                (n.kind, n.previous_state, n.state)
-                for n in notifications(T, T.url, result, created_at=obs.at)
-            ]
-        return out
-
-    def test_first_up_sends_nothing(self) -> None:
-        """Coming up at start is not news."""
-        assert self._notes("uuu") == []
-
-    def test_one_down_one_resolved(self) -> None:
-        """An outage gives exactly one firing and one resolved message."""
-        assert self._notes("uddddddu") == [("firing", "up", "down"), ("resolved", "down", "up")]
-
-    def test_degraded_to_down_closes_and_opens(self) -> None:
-        """A change between incident states resolves the old incident and fires the new one."""
-        assert self._notes("uwwwddd") == [
-            ("firing", "up", "degraded"),
-            ("resolved", "degraded", "down"),
-            ("firing", "degraded", "down"),
-        ]
-
-    def test_incident_ids_pair_firing_and_resolved(self) -> None:
-        """The resolved message carries the firing message's incident id and start time."""
-        state, notes = TargetState(), []
-        for i, letter in enumerate("udddu"):
-            obs = Observation(HEALTH[letter], "x", "e", 1000.0 + 10 * i)
-            result = step("api", state, obs, DEFAULT)
-            state = result.state
-            notes += notifications(T, T.url, result, created_at=obs.at)
-        firing, resolved = notes
-        assert firing.incident_id == resolved.incident_id != ""
-        assert resolved.since == firing.since == 1030.0
-        assert resolved.ended_at == 1040.0
-        assert firing.labels == {"team": "core"}
-
-    def test_reminders_follow_repeat_interval(self) -> None:
-        """While down, a reminder goes out once per repeat_interval, not per check."""
-        policy = Policy(failure_threshold=1, repeat_interval_s=30)
-        kinds = [k for k, _, _ in self._notes("uddddddddd", policy)]
-        # Checks at t=1000..1090; down at 1010; reminders at 1040 and 1070.
-        assert kinds == ["firing", "reminder", "reminder"]
-
-    def test_send_resolved_false(self) -> None:
-        """With send_resolved off, recovery sends nothing."""
-        quiet = Target(name="q", url="http://127.0.0.1/", alerts={"send_resolved": False})
-        state = TargetState(state="down", since=1.0, incident_id="q/1000")
-        result = step("q", state, Observation("up", "ok", "", 5.0), DEFAULT)
-        assert notifications(quiet, quiet.url, result, created_at=5.0) == []
 
 
 class TestObservation:

@@ -1,11 +1,11 @@
-"""What survives a restart: each target's state and the notifications not yet delivered.
+"""The embedded state store: one SQLite file (the default, ``monitor-state.db``).
 
-SQLite in WAL mode. A state change and the notifications it causes are written in one
-transaction, so after a crash (even ``kill -9``) either both are there or neither: a target
-that was down stays down without a second DOWN, and a queued RESOLVED is still delivered.
+WAL mode. A state change and the notifications it causes are written in one transaction, so
+after a crash (even ``kill -9``) either both are there or neither: a target that was down
+stays down without a second DOWN, and a queued RESOLVED is still delivered.
 ``synchronous=NORMAL`` survives a killed process; only a power loss may lose the last
-transaction. Writes happen only when a persisted field changes (not on every check), and are
-small: they run on the event loop.
+transaction. Every call runs on one dedicated thread, in the order it was made: the event
+loop never waits on the file (a locked database waits up to SQLite's busy timeout).
 
 A file that is not a readable database is moved aside (``*.corrupt-<time>``) and the daemon
 starts with empty state rather than refusing to start.
@@ -13,17 +13,20 @@ starts with empty state rather than refusing to start.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import structlog
 
-from monitor.notifiers import Notification
+from monitor.incident import Notification
 from monitor.state import TargetState
+from monitor.stores.base import Pending, StateFileError, Stored
 
 log = structlog.get_logger("monitor.store")
 
@@ -52,34 +55,8 @@ CREATE INDEX IF NOT EXISTS outbox_due ON outbox (notifier, next_attempt, id);
 """
 
 
-@dataclass(frozen=True, slots=True)
-class Stored:
-    """A target's persisted state, with the URL, labels and notifiers it had."""
-
-    url: str
-    labels: dict[str, str]
-    notifiers: tuple[str, ...]
-    state: TargetState
-
-
-@dataclass(frozen=True, slots=True)
-class Pending:
-    """One undelivered notification in the outbox."""
-
-    id: int
-    notifier: str
-    notification: Notification
-    created_at: float
-    attempts: int
-    next_attempt: float
-
-
-class StateFileError(Exception):
-    """The state file setting cannot work (a directory, or a folder that does not exist)."""
-
-
-class Store:
-    """The state file. ``Store(":memory:")`` for tests that need no file."""
+class _Database:
+    """The blocking SQLite calls; :class:`SqliteStore` runs them on its own thread."""
 
     def __init__(self, path: Path | str) -> None:
         self.path = str(path)
@@ -172,7 +149,7 @@ class Store:
         state: TargetState,
         outgoing: Iterable[tuple[str, Notification]] = (),
         notifiers: tuple[str, ...] = (),
-    ) -> list[int]:
+    ) -> None:
         """Persist ``state`` and queue ``outgoing`` (notifier, message) pairs atomically.
 
         ``notifiers`` are the target's: who hears that an incident ended if the target is
@@ -194,7 +171,7 @@ class Store:
                     json.dumps(list(notifiers)),
                 ),
             )
-            return self._enqueue(outgoing)
+            self._enqueue(outgoing)
 
     def forget(self, target: str, outgoing: Iterable[tuple[str, Notification]] = ()) -> None:
         """Drop a removed target's state, queueing its last messages in the same transaction."""
@@ -203,20 +180,13 @@ class Store:
             self._enqueue(outgoing)
 
     # -- outbox ----------------------------------------------------------------------------
-    def enqueue(self, outgoing: Iterable[tuple[str, Notification]]) -> list[int]:
-        with self._transaction():
-            return self._enqueue(outgoing)
-
-    def _enqueue(self, outgoing: Iterable[tuple[str, Notification]]) -> list[int]:
-        ids = []
+    def _enqueue(self, outgoing: Iterable[tuple[str, Notification]]) -> None:
         for notifier, note in outgoing:
-            cursor = self._db.execute(
+            self._db.execute(
                 "INSERT INTO outbox (notifier, payload, created_at, next_attempt)"
                 " VALUES (?, ?, ?, ?)",
                 (notifier, json.dumps(note.to_dict()), note.created_at, note.created_at),
             )
-            ids.append(int(cursor.lastrowid or 0))
-        return ids
 
     def next_pending(self, notifier: str) -> Pending | None:
         """The oldest undelivered message of ``notifier`` (delivery keeps order per notifier)."""
@@ -241,7 +211,7 @@ class Store:
                 (attempts, next_attempt, pending_id),
             )
 
-    def pending_notifiers(self) -> dict[str, int]:
+    def pending_counts(self) -> dict[str, int]:
         """How many messages wait, by notifier name."""
         rows = self._db.execute("SELECT notifier, COUNT(*) FROM outbox GROUP BY notifier")
         return {name: count for name, count in rows.fetchall()}
@@ -261,3 +231,65 @@ class _Transaction:
 
     def __exit__(self, exc_type: object, *_: object) -> None:
         self._db.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+
+
+class SqliteStore:
+    """:class:`monitor.stores.base.StateStore` on a SQLite file; see the module docstring."""
+
+    def __init__(self, db: _Database, thread: ThreadPoolExecutor) -> None:
+        self._db = db
+        self._thread = thread
+
+    @classmethod
+    async def open(cls, path: Path | str) -> SqliteStore:
+        """Open (or create) the file; StateFileError if the setting cannot work."""
+        thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-store")
+        try:
+            db = await asyncio.get_running_loop().run_in_executor(thread, _Database, path)
+        except BaseException:
+            thread.shutdown(wait=False)
+            raise
+        return cls(db, thread)
+
+    @property
+    def path(self) -> str:
+        return self._db.path
+
+    async def _run(self, call: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, call, *args)
+
+    async def load(self) -> dict[str, Stored]:
+        result: dict[str, Stored] = await self._run(self._db.load)
+        return result
+
+    async def save(
+        self,
+        target: str,
+        url: str,
+        labels: dict[str, str],
+        state: TargetState,
+        outgoing: Iterable[tuple[str, Notification]] = (),
+        notifiers: tuple[str, ...] = (),
+    ) -> None:
+        await self._run(self._db.save, target, url, labels, state, list(outgoing), notifiers)
+
+    async def forget(self, target: str, outgoing: Iterable[tuple[str, Notification]] = ()) -> None:
+        await self._run(self._db.forget, target, list(outgoing))
+
+    async def next_pending(self, notifier: str) -> Pending | None:
+        result: Pending | None = await self._run(self._db.next_pending, notifier)
+        return result
+
+    async def delivered(self, pending_id: int) -> None:
+        await self._run(self._db.delivered, pending_id)
+
+    async def retry_later(self, pending_id: int, attempts: int, next_attempt: float) -> None:
+        await self._run(self._db.retry_later, pending_id, attempts, next_attempt)
+
+    async def pending_counts(self) -> dict[str, int]:
+        result: dict[str, int] = await self._run(self._db.pending_counts)
+        return result
+
+    async def close(self) -> None:
+        await self._run(self._db.close)
+        self._thread.shutdown(wait=False)
