@@ -83,7 +83,9 @@ class Alerting:
                 self.states[name] = saved.state
                 continue
             # A removed target, or one that now checks something else: its incident ends.
-            note = resolve_removed(name, saved.url, saved.labels, saved.state, now)
+            note = resolve_removed(
+                name, saved.url, saved.labels, saved.state, now, url_changed=target is not None
+            )
             self._forget(name, saved.notifiers, note)
             log.info("state_forgotten", target=name, why="url changed" if target else "removed")
         for name in wanted:
@@ -127,10 +129,11 @@ class Alerting:
         restarted = [*diff.removed, *(self._targets[n] for n in diff.retargeted)]
         for old in restarted:
             prev = self.states.pop(old.name, TargetState())
-            note = resolve_removed(old.name, old.safe_url, dict(old.labels), prev, now)
+            moved = old.name in diff.retargeted
+            labels = dict(old.labels)
+            note = resolve_removed(old.name, old.safe_url, labels, prev, now, url_changed=moved)
             self._forget(old.name, old.alerts.notifiers, note)
-            why = "url changed" if old.name in diff.retargeted else "removed"
-            log.info("state_forgotten", target=old.name, why=why)
+            log.info("state_forgotten", target=old.name, why="url changed" if moved else "removed")
         self._targets = {t.name: t for t in diff.targets}
         for name in (*diff.added, *diff.retargeted):
             self.states[name] = TargetState()

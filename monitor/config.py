@@ -30,10 +30,19 @@ _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
+# The longest duration anywhere in the file. Every duration is at most a year: far beyond any
+# sensible interval or warning, and well within what the scheduler's datetimes can hold
+# (an interval of 1e15 s overflowed them and crashed start-up and reload).
+MAX_DURATION_S = 366 * 86400.0
+
+
 def parse_duration(value: object) -> float:
     """Read ``500ms``, ``30s``, ``5m``, ``1h30m``, ``14d`` or plain seconds as seconds."""
     if isinstance(value, bool):
         msg = "expected a duration such as 30s, 5m or 1h30m"
+        raise ValueError(msg)
+    if isinstance(value, int) and abs(value) > 10**12:  # float() of a huge int overflows
+        msg = "a duration must be at most 366d"
         raise ValueError(msg)
     if isinstance(value, int | float):
         seconds = float(value)
@@ -57,12 +66,15 @@ def parse_duration(value: object) -> float:
     if not math.isfinite(seconds) or seconds <= 0:
         msg = "a duration must be a finite number greater than zero"
         raise ValueError(msg)
+    if seconds > MAX_DURATION_S:
+        msg = "a duration must be at most 366d"
+        raise ValueError(msg)
     return seconds
 
 
 _DURATION_SCHEMA: dict[str, Any] = {
     "anyOf": [
-        {"type": "number", "exclusiveMinimum": 0},
+        {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_DURATION_S},
         {"type": "string", "pattern": r"^\s*(\d+(\.\d+)?(ms|s|m|h|d))+\s*$|^\s*\d+(\.\d+)?\s*$"},
     ],
     "description": "seconds, or a duration such as 500ms, 30s, 5m, 1h30m",

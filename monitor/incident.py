@@ -117,9 +117,16 @@ def open_incident(target: Target, s: TargetState, kind: Kind, *, created_at: flo
 
 
 def resolve_removed(
-    target: str, url: str, labels: dict[str, str], prev: TargetState, at: float
+    target: str,
+    url: str,
+    labels: dict[str, str],
+    prev: TargetState,
+    at: float,
+    *,
+    url_changed: bool = False,
 ) -> Notification | None:
-    """The RESOLVED of a target's open incident when the target leaves the config.
+    """The RESOLVED of a target's open incident when the target leaves the config, or now
+    checks another URL.
 
     Its ``state`` is ``removed``, not ``up``: nobody saw the target recover.
     """
@@ -132,7 +139,11 @@ def resolve_removed(
         state=REMOVED,
         previous_state=prev.state,
         reason="removed",
-        error="the target was removed from the configuration",
+        error=(
+            "the target's URL changed: this incident ends, the new URL starts afresh"
+            if url_changed
+            else "the target was removed from the configuration"
+        ),
         since=prev.since,
         incident_id=prev.incident_id,
         ended_at=at,

@@ -174,7 +174,13 @@ class Service:
         while True:
             await self.reload_requested.wait()
             self.reload_requested.clear()
-            await self.reload()
+            try:
+                await self.reload()
+            except Exception:
+                # A bug, not a bad file (that is a refused reload): say so loudly, and keep
+                # this task alive so that the next SIGHUP is still heard.
+                self.reload_status.failed()
+                log.exception("config_reload_crashed", kept="whatever was applied so far")
 
     async def reload(self) -> list[str]:
         """Re-read the config file and apply it as a diff; returns the problems, if any.

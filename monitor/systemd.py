@@ -33,10 +33,6 @@ class SystemdNotifier:
             self._socket.setblocking(False)
         self.watchdog_interval_s = _watchdog_interval_s(env)
 
-    @property
-    def enabled(self) -> bool:
-        return self._socket is not None
-
     def notify(self, *fields: str) -> bool:
         """Send ``fields`` as one message; False if there is no manager or it was not sent."""
         if self._socket is None or self._address is None:

@@ -1,9 +1,9 @@
-"""Running as a service: the systemd notify protocol and live reload, with real processes."""
+"""Running as a service: the systemd notify protocol and live reload, with real processes;
+the reloader's resilience in process."""
 
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import socket
 from collections.abc import AsyncIterator, Iterator
@@ -15,10 +15,11 @@ import pytest
 from aiohttp import web
 from daemon_proc import Daemon, first_slot_name, label_sets, run_daemon, sample
 from servers import Inbox, serve_app
+from structlog.testing import capture_logs
 
-from monitor.systemd import SystemdNotifier
-
-pytestmark = pytest.mark.slow
+from monitor.loader import load_config
+from monitor.service import Service
+from monitor.settings import Settings
 
 
 class NotifySocket:
@@ -114,6 +115,7 @@ def _series(text: str, target: str) -> list[str]:
     return [line for line in text.splitlines() if f'target="{target}"' in line]
 
 
+@pytest.mark.slow
 class TestNotifyProtocol:
     async def test_ready_watchdog_reload_stopping(
         self, tmp_path: Path, site: Site, notify_socket: NotifySocket
@@ -140,47 +142,13 @@ class TestNotifyProtocol:
             await notify_socket.next_with("STOPPING", "1")
             assert await daemon.stop() == 0
 
-    def test_sending_never_blocks_when_nobody_reads(self, tmp_path: Path) -> None:
-        """A socket nobody reads fills up; further messages are dropped, not waited for."""
-        unread = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        unread.bind(str(tmp_path / "unread.sock"))
-        notifier = SystemdNotifier({"NOTIFY_SOCKET": str(tmp_path / "unread.sock")})
-        results = [notifier.watchdog() for _ in range(5000)]
-        assert results[0] is True
-        assert results[-1] is False  # the queue is full: dropped, and we are still here
-        unread.close()
-        notifier.close()
-
-    def test_watchdog_for_another_process_is_ignored(self) -> None:
-        """WATCHDOG_PID naming another process disables our watchdog pings; ours enables."""
-        other = SystemdNotifier({"WATCHDOG_USEC": "1000000", "WATCHDOG_PID": "1"})
-        mine = SystemdNotifier({"WATCHDOG_USEC": "1000000", "WATCHDOG_PID": str(os.getpid())})
-        assert other.watchdog_interval_s is None
-        assert mine.watchdog_interval_s == 0.5
-
-    def test_without_notify_socket_nothing_is_sent(self) -> None:
-        """Outside systemd every call is a no-op."""
-        notifier = SystemdNotifier({})
-        assert notifier.enabled is False
-        assert notifier.ready("x") is False
-
-    def test_abstract_socket_address(self) -> None:
-        """An @name NOTIFY_SOCKET is a Linux abstract socket."""
-        name = f"uptime-monitor-test-{os.getpid()}"
-        server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        server.bind("\0" + name)
-        notifier = SystemdNotifier({"NOTIFY_SOCKET": "@" + name})
-        assert notifier.ready("fine") is True
-        assert server.recv(100) == b"READY=1\nSTATUS=fine"
-        server.close()
-        notifier.close()
-
 
 async def _reloaded(daemon: Daemon, count: int = 1) -> dict[str, Any]:
     events = await daemon.wait_for(lambda e: e.get("event") == "config_reloaded", count=count)
     return events[-1]
 
 
+@pytest.mark.slow
 class TestReload:
     async def test_sighup_applies_a_diff(self, tmp_path: Path, site: Site) -> None:
         """Unchanged targets keep their state, removed ones lose every series, new ones start."""
@@ -305,6 +273,7 @@ class TestReload:
             assert await daemon.stop() == 0
 
 
+@pytest.mark.slow
 class TestBadInputAtRuntime:
     async def test_state_file_that_is_a_directory(self, tmp_path: Path, site: Site) -> None:
         """A state file path naming a directory stops start-up with exit 2; nothing is moved."""
@@ -346,3 +315,35 @@ class TestBadInputAtRuntime:
             config.write_text(good)
             assert (await daemon.post("/-/reload"))[0] == 200
             assert await daemon.stop() == 0
+
+
+class TestReloader:
+    async def test_a_reload_that_raises_does_not_stop_later_reloads(self, tmp_path: Path) -> None:
+        """Whatever one reload raises is logged, and the next SIGHUP's reload still runs."""
+        config = tmp_path / "m.yaml"
+        config.write_text(_targets("http://127.0.0.1:9", "a:x"))
+        service = Service(Settings(config=config), load_config(config))
+        calls: list[str] = []
+        first, second = asyncio.Event(), asyncio.Event()
+
+        async def reload() -> list[str]:
+            calls.append("reload")
+            if len(calls) == 1:
+                first.set()
+                msg = "a bug in one reload"
+                raise RuntimeError(msg)
+            second.set()
+            return []
+
+        service.reload = reload  # type: ignore[method-assign]
+        task = asyncio.create_task(service._reloader())
+        with capture_logs() as logs:
+            service.reload_requested.set()
+            await asyncio.wait_for(first.wait(), 5)
+            service.reload_requested.set()
+            await asyncio.wait_for(second.wait(), 5)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        assert calls == ["reload", "reload"]
+        assert [(e["event"], e["log_level"]) for e in logs] == [("config_reload_crashed", "error")]
+        assert service.reload_status.successful == 0.0

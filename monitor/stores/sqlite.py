@@ -30,6 +30,10 @@ from monitor.stores.base import Pending, StateFileError, Stored
 
 log = structlog.get_logger("monitor.store")
 
+# How long a write waits for another connection's lock before it fails (and is retried by
+# the writer in monitor.alerting); this runs on the store's own thread, never the loop.
+BUSY_TIMEOUT_S = 5.0
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS target_state (
     target TEXT PRIMARY KEY,
@@ -72,6 +76,11 @@ class _Database:
                 raise StateFileError(msg)
         try:
             self._db = self._open()
+        except sqlite3.OperationalError as exc:
+            # Locked, read-only, unreachable: the file may be fine. Moving it aside would
+            # throw away good state (and another writer's WAL): refuse to start instead.
+            msg = f"state file {self.path} cannot be used: {exc}"
+            raise StateFileError(msg) from None
         except sqlite3.DatabaseError as exc:
             try:
                 aside = self._move_aside()
@@ -95,7 +104,9 @@ class _Database:
             self._db = self._open()
 
     def _open(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db = sqlite3.connect(
+            self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+        )
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")

@@ -1,0 +1,306 @@
+"""The delivery engine: backoff, retries against a real receiver, giving up, Alertmanager
+re-sends, and workers that outlive store errors."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from servers import Inbox, serve_app
+from structlog.testing import capture_logs
+
+from monitor import delivery as delivery_module
+from monitor.config import AlertmanagerNotifier, WebhookNotifier
+from monitor.delivery import Delivery, backoff_s
+from monitor.incident import Notification, payload
+from monitor.notifiers import build_notifier
+from monitor.state import TargetState
+from monitor.stores import Pending, StateStore
+from monitor.stores.memory import MemoryStore
+from monitor.stores.sqlite import SqliteStore
+
+
+def _note(incident: str = "api/1", created_at: float | None = None) -> Notification:
+    return Notification(
+        kind="firing",
+        target="api",
+        url="http://127.0.0.1/api",
+        state="down",
+        previous_state="up",
+        reason="status",
+        error="HTTP 500",
+        since=1_700_000_000.0,
+        incident_id=incident,
+        labels={"team": "core"},
+        created_at=time.time() if created_at is None else created_at,
+    )
+
+
+async def _queue(store: StateStore, *messages: tuple[str, Notification]) -> None:
+    await store.save("api", "http://127.0.0.1/api", {}, TargetState(), messages)
+
+
+def _never_firing(_notifier: str) -> list[Notification]:
+    return []
+
+
+class Receiver:
+    """A webhook receiver: answers ``failures`` first (then 204), records what it accepted."""
+
+    def __init__(self, failures: list[web.Response] | None = None) -> None:
+        self.failures = failures or []
+        self.inbox = Inbox()
+        self.attempts = 0
+        self.attempted = asyncio.Event()
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.attempts += 1
+        self.attempted.set()
+        if self.failures:
+            return self.failures.pop(0)
+        self.inbox.put(await request.json())
+        return web.Response(status=204)
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    """The HTTP session the notifiers share."""
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@pytest.fixture
+def receiver() -> Receiver:
+    """A receiver that accepts everything (tests may set ``failures`` before use)."""
+    return Receiver()
+
+
+@pytest.fixture
+async def hook_url(receiver: Receiver) -> AsyncIterator[str]:
+    """The URL of ``receiver``, served on 127.0.0.1."""
+    app = web.Application()
+    app.router.add_post("/hook", receiver.handle)
+    async with serve_app(app) as base:
+        yield f"{base}/hook"
+
+
+def _webhook(url: str, **options: Any) -> WebhookNotifier:
+    return WebhookNotifier.model_validate(
+        {"name": "hook", "type": "webhook", "url": url, **options}
+    )
+
+
+def _delivery(
+    store: StateStore,
+    config: WebhookNotifier,
+    session: aiohttp.ClientSession,
+    counts: dict[tuple[str, str], int] | None = None,
+) -> Delivery:
+    notifiers = {"hook": build_notifier(config, session)}
+    return Delivery(store, notifiers, {"hook": config}, _never_firing, counts)
+
+
+class TestBackoff:
+    @pytest.mark.parametrize(
+        ("attempts", "retry_after", "expected"),
+        [
+            (1, None, 1),
+            (2, None, 2),
+            (4, None, 8),
+            (20, None, 300),
+            (1, 7.0, 7),
+            (3, 1.0, 4),
+            (1, 900.0, 900),
+        ],
+    )
+    def test_backoff(self, attempts: int, retry_after: float | None, expected: float) -> None:
+        """Doubling from 1 s, capped at max_backoff, never sooner than Retry-After."""
+        assert backoff_s(attempts, 300, retry_after) == expected
+
+
+class TestDelivery:
+    async def test_retries_until_the_receiver_recovers(
+        self, tmp_path: Path, session: aiohttp.ClientSession, receiver: Receiver, hook_url: str
+    ) -> None:
+        """A receiver failing twice (once with Retry-After) still gets the message exactly once,
+        and the outbox (a SQLite file) is empty afterwards."""
+        receiver.failures = [
+            web.Response(status=503),
+            web.Response(status=429, headers={"Retry-After": "0"}),
+        ]
+        store = await SqliteStore.open(tmp_path / "state.db")
+        note = _note()
+        await _queue(store, ("hook", note))
+        delivery = _delivery(store, _webhook(hook_url, max_backoff=0.05), session)
+        await delivery.start()
+        await receiver.inbox.wait_for(1)
+        await delivery.stop(5)
+        assert receiver.inbox.received == [payload(note)]
+        assert receiver.attempts == 3
+        assert delivery.counts == {("hook", "retried"): 2, ("hook", "sent"): 1}
+        assert (await store.pending_counts(), delivery.pending) == ({}, {"hook": 0})
+        await store.close()
+
+    async def test_a_message_past_give_up_after_is_dropped(
+        self, session: aiohttp.ClientSession, receiver: Receiver, hook_url: str
+    ) -> None:
+        """A failed attempt at a message older than give_up_after drops it, counted as failed
+        and logged as notification_failed; it is not retried."""
+        receiver.failures = [web.Response(status=503)]
+        store = MemoryStore()
+        await _queue(store, ("hook", _note(created_at=time.time() - 120)))
+        delivery = _delivery(store, _webhook(hook_url, give_up_after=60), session)
+        with capture_logs() as logs:
+            await delivery.start()
+            await receiver.attempted.wait()
+            await delivery.stop(5)  # lets the attempt in flight finish
+        assert delivery.counts == {("hook", "failed"): 1}
+        assert (await store.pending_counts(), receiver.attempts) == ({}, 1)
+        assert [e for e in logs if e["event"] == "notification_failed"] == [
+            {
+                "event": "notification_failed",
+                "log_level": "error",
+                "notifier": "hook",
+                "target": "api",
+                "kind": "firing",
+                "state": "down",
+                "incident_id": "api/1",
+                "attempts": 1,
+                "error": "HTTP 503",
+            }
+        ]
+
+    async def test_a_failed_attempt_is_rescheduled_with_backoff(
+        self, session: aiohttp.ClientSession, receiver: Receiver, hook_url: str
+    ) -> None:
+        """A young message that fails stays in the outbox with one attempt, retried after the
+        first backoff step (1 s), and is logged as notification_retry."""
+        receiver.failures = [web.Response(status=503)]
+        store = MemoryStore()
+        await _queue(store, ("hook", _note()))
+        delivery = _delivery(store, _webhook(hook_url, max_backoff=60), session)
+        with capture_logs() as logs:
+            await delivery.start()
+            await receiver.attempted.wait()
+            await delivery.stop(5)  # lets the attempt in flight finish
+        (pending,) = store.outbox.values()
+        assert (pending.attempts, delivery.counts) == (1, {("hook", "retried"): 1})
+        assert [e for e in logs if e["event"] == "notification_retry"] == [
+            {
+                "event": "notification_retry",
+                "log_level": "warning",
+                "notifier": "hook",
+                "target": "api",
+                "kind": "firing",
+                "state": "down",
+                "incident_id": "api/1",
+                "attempts": 1,
+                "retry_in_s": 1.0,
+                "error": "HTTP 503",
+            }
+        ]
+
+    async def test_alertmanager_alerts_are_resent_while_firing(
+        self, session: aiohttp.ClientSession
+    ) -> None:
+        """Every resend_interval the open incidents are pushed again to Alertmanager."""
+        inbox = Inbox()
+
+        async def alerts(request: web.Request) -> web.Response:
+            inbox.put(await request.json())
+            return web.Response(status=200)
+
+        app = web.Application()
+        app.router.add_post("/api/v2/alerts", alerts)
+        note = _note()
+        async with serve_app(app) as base:
+            config = AlertmanagerNotifier.model_validate(
+                {"name": "am", "type": "alertmanager", "url": base, "resend_interval": 0.05}
+            )
+            delivery = Delivery(
+                MemoryStore(),
+                {"am": build_notifier(config, session)},
+                {"am": config},
+                lambda name: [note] if name == "am" else [],
+            )
+            await delivery.start()
+            await inbox.wait_for(2)
+            await delivery.stop(5)
+        first, second = inbox.received[:2]
+        assert [[a["labels"] for a in post] for post in (first, second)] == [
+            [{"team": "core", "alertname": "TargetDown", "target": "api", "severity": "critical"}]
+        ] * 2
+        assert first[0]["annotations"]["incident_id"] == "api/1"
+
+
+class FlakyStore(MemoryStore):
+    """A MemoryStore whose next_pending fails ``failures`` times (a locked file), then works."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    async def next_pending(self, notifier: str) -> Pending | None:
+        if self.failures:
+            self.failures -= 1
+            msg = "database is locked"
+            raise sqlite3.OperationalError(msg)
+        return await super().next_pending(notifier)
+
+
+class TestWorkerResilience:
+    async def test_a_worker_survives_a_store_error(
+        self,
+        monkeypatch: pytest.MonkeyPatch,
+        session: aiohttp.ClientSession,
+        receiver: Receiver,
+        hook_url: str,
+    ) -> None:
+        """A store error is logged as delivery_store_error; the worker tries again and the
+        message is delivered exactly once."""
+        monkeypatch.setattr(delivery_module, "STORE_RETRY_S", 0.01)
+        store = FlakyStore(failures=1)
+        note = _note()
+        await _queue(store, ("hook", note))
+        delivery = _delivery(store, _webhook(hook_url), session)
+        with capture_logs() as logs:
+            await delivery.start()
+            await receiver.inbox.wait_for(1)
+            await delivery.stop(5)
+        assert receiver.inbox.received == [payload(note)]
+        assert (delivery.counts, await store.pending_counts()) == ({("hook", "sent"): 1}, {})
+        assert [e for e in logs if e["event"] == "delivery_store_error"] == [
+            {
+                "event": "delivery_store_error",
+                "log_level": "error",
+                "notifier": "hook",
+                "error": "OperationalError: database is locked",
+                "retry_in_s": 0.01,
+            }
+        ]
+
+    async def test_counts_carry_over_to_the_next_delivery(
+        self, session: aiohttp.ClientSession, receiver: Receiver, hook_url: str
+    ) -> None:
+        """A Delivery given the old one's counts keeps counting from there (a reload)."""
+        store = MemoryStore()
+        config = _webhook(hook_url)
+        old = _delivery(store, config, session)
+        await _queue(store, ("hook", _note("api/1")))
+        await old.start()
+        await receiver.inbox.wait_for(1)
+        await old.stop(5)
+        new = _delivery(store, config, session, counts=old.counts)
+        await _queue(store, ("hook", _note("api/2")))
+        await new.start()
+        await receiver.inbox.wait_for(2)
+        await new.stop(5)
+        assert [m["incident_id"] for m in receiver.inbox.received] == ["api/1", "api/2"]
+        assert new.counts == {("hook", "sent"): 2}
