@@ -88,7 +88,8 @@ class TestValues:
     def test_a_passing_check_sets_every_per_target_series(self) -> None:
         """After one passing check the contract's series carry its values."""
         metrics, registry = _setup(API, WEB)
-        metrics.observe(_result("api", expiry=2_000_000_000.0))
+        result = _result("api", expiry=2_000_000_000.0)
+        metrics.observe(result)
         s = _samples(metrics, registry)
         assert _get(s, "monitor_up", target="api") == 1
         assert _get(s, "monitor_http_status_code", target="api") == 200
@@ -98,7 +99,9 @@ class TestValues:
         assert _get(s, "monitor_check_duration_seconds_count", target="api") == 1
         assert _get(s, "monitor_check_duration_seconds_bucket", target="api", le="0.5") == 1
         assert _get(s, "monitor_check_duration_seconds_bucket", target="api", le="0.1") == 0
-        assert _get(s, "monitor_last_check_timestamp_seconds", target="api") is not None
+        # The end of the check, written with repr(): exact through the text format.
+        end = result.started_at + result.duration_s
+        assert _get(s, "monitor_last_check_timestamp_seconds", target="api") == end
 
     def test_a_failing_check_counts_its_reason(self) -> None:
         """A failure sets monitor_up to 0 and counts under its reason."""
@@ -121,7 +124,11 @@ class TestValues:
         """monitor_target_info has the static labels and the URL without its password."""
         metrics, registry = _setup(API)
         text = _render(metrics, registry).decode()
-        assert 'team="core"' in text
+        info_lines = [line for line in text.splitlines() if line.startswith("monitor_target_info")]
+        assert info_lines == [
+            'monitor_target_info{method="GET",target="api",team="core",'
+            'url="https://user:***@127.0.0.1:8443/health"} 1.0'
+        ]
         assert "hunter2" not in text
         assert (
             _get(
@@ -156,7 +163,12 @@ class TestTargetsChange:
         metrics, registry = _setup(API, WEB)
         metrics.observe(_result("api"))
         metrics.set_targets([WEB])
-        assert 'target="api"' not in _render(metrics, registry).decode()
+        targets = {dict(labels).get("target") for _, labels in _samples(metrics, registry)}
+        assert targets == {"web"}
+
+
+# The scheduler's lateness histogram buckets, as exposed.
+LATENESS_LE = ("0.005", "0.025", "0.1", "0.5", "1.0", "5.0", "30.0", "+Inf")
 
 
 @pytest.fixture(scope="module")
@@ -188,8 +200,21 @@ def test_promtool_accepts_the_exposition(promtool: str) -> None:
     result = subprocess.run(
         [promtool, "check", "metrics"], input=text, capture_output=True, check=False
     )
-    assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
-    assert b"monitor_schedule_lateness_seconds_bucket" in text
+    assert (result.returncode, result.stdout, result.stderr) == (0, b"", b""), (
+        result.stdout.decode() + result.stderr.decode()
+    )
+    lateness = {
+        (s.name, s.labels.get("le")): s.value
+        for family in text_string_to_metric_families(text.decode())
+        if family.name == "monitor_schedule_lateness_seconds"
+        for s in family.samples
+    }
+    expected: dict[tuple[str, str | None], float] = {
+        ("monitor_schedule_lateness_seconds_bucket", le): 1.0 for le in LATENESS_LE
+    }
+    expected[("monitor_schedule_lateness_seconds_count", None)] = 1.0
+    expected[("monitor_schedule_lateness_seconds_sum", None)] = 0.002
+    assert lateness == expected
 
 
 class TestRenderer:

@@ -6,7 +6,7 @@ import pytest
 
 from monitor.checks import CheckResult
 from monitor.config import Target
-from monitor.state import Observation, Policy, TargetState, step
+from monitor.state import Change, Observation, Policy, TargetState, step
 
 T = Target(
     name="api",
@@ -109,8 +109,17 @@ class TestTransitions:
         start = TargetState(state="down", since=500.0, incident_id="api/500000")
         obs = Observation("up", "ok", "", 2000.0)
         result = step("api", start, obs, DEFAULT)
-        assert result.change is not None
-        assert result.change.closed_incident == "api/500000"
+        assert result.change == Change(
+            previous="down",
+            current="up",
+            previous_since=500.0,
+            at=2000.0,
+            reason="ok",
+            error="",
+            closed_incident="api/500000",
+            opened_incident="",
+        )
+        assert (result.state.state, result.state.incident_id) == ("up", "")
 
 
 class TestObservation:
