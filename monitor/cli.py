@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from pydantic import ValidationError
-from pydantic_settings import SettingsError
 
 from monitor import __version__
 from monitor.checks import Checker, CheckResult
@@ -67,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     try:
         settings = _settings(args)
-    except (ValidationError, SettingsError) as exc:
+    except ValidationError as exc:
         print(f"uptime-monitor: invalid setting: {_settings_problem(exc)}", file=sys.stderr)
         return EXIT_CONFIG
     if args.command == "run":
@@ -99,13 +98,11 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings(**overrides)
 
 
-def _settings_problem(exc: Exception) -> str:
-    if isinstance(exc, ValidationError):
-        return "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])} (MONITOR_{str(e['loc'][0]).upper()}): {e['msg']}"
-            for e in exc.errors()
-        )
-    return str(exc)
+def _settings_problem(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc'])} (MONITOR_{str(e['loc'][0]).upper()}): {e['msg']}"
+        for e in exc.errors()
+    )
 
 
 def _check_once(config: MonitorFile, settings: Settings, names: list[str], fmt: str) -> int:
