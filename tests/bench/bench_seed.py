@@ -11,7 +11,8 @@ user (see tests/bench/README.md):
 2. ``httpx_gather``: asyncio, one ``httpx.AsyncClient`` per URL, ``asyncio.gather``;
 3. ``threads``: ``ThreadPoolExecutor()`` (default workers), ``requests.get``, ``as_completed``;
 4. ``check``: ``python -m monitor check --format json`` on a config of the same URLs, default
-   settings (every ``MONITOR_*`` variable of the caller removed).
+   settings (every ``MONITOR_*`` variable of the caller removed; ``--max-concurrency N`` passes
+   that flag to it).
 
 The first three are the article's scripts, written to a temporary directory. The target server
 is this script in a hidden ``--serve-fd`` mode (a low-level aiohttp server, one process per
@@ -308,13 +309,19 @@ def bench(args: argparse.Namespace) -> list[Run]:
                 (work / f"{name}.py").write_text(script.lstrip())
 
             runs: list[Run] = []
-            order = [n for n in SCRIPTS if not (n == "sequential" and args.skip_sequential)]
+            order = [
+                n
+                for n in SCRIPTS
+                if not args.only_check and not (n == "sequential" and args.skip_sequential)
+            ]
             for name in [*order, "check"]:
                 run = Run(name)
                 runs.append(run)
                 if name == "check":
                     argv = [sys.executable, "-m", "monitor", "check", "--format", "json"]
                     argv += ["--config", str(work / "targets.yaml")]
+                    if args.max_concurrency is not None:
+                        argv += ["--max-concurrency", str(args.max_concurrency)]
                     times = args.check_runs
                 else:
                     argv = [sys.executable, str(work / f"{name}.py"), str(work / "urls.txt")]
@@ -370,7 +377,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--sequential-timeout", type=float, default=300.0, help="stop it after, s (300)")
     p.add_argument("--timeout", type=float, default=180.0, help="stop any other run after, s")
     p.add_argument("--runs", type=int, default=1, help="runs of httpx_gather and threads (1)")
+    p.add_argument("--only-check", action="store_true", help="run check alone (no ratio)")
     p.add_argument("--check-runs", type=int, default=5, help="runs of check, median shown (5)")
+    p.add_argument(
+        "--max-concurrency", type=int, help="pass --max-concurrency to check (its default)"
+    )
     p.add_argument("--server-workers", type=int, default=1, help="target server processes (1)")
     p.add_argument("--serve-fd", type=int, help=argparse.SUPPRESS)  # target server mode
     return p
