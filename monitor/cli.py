@@ -147,6 +147,7 @@ def _settings_problem(exc: ValidationError) -> str:
 
 def _check_once(config: MonitorFile, settings: Settings, names: list[str], fmt: str) -> int:
     import asyncio
+    import gc
 
     from monitor.checks import Checker
 
@@ -166,6 +167,10 @@ def _check_once(config: MonitorFile, settings: Settings, names: list[str], fmt: 
         async with Checker(settings.max_concurrency) as checker:
             return await asyncio.gather(*(checker.check(t) for t in targets))
 
+    # What exists now (modules, the config) lives until exit: out of the collector's view, the
+    # checks' collections do not walk it, nor does the full collection at exit (1,000 targets:
+    # ~70 ms of a ~0.8 s run). As the daemon does after start-up.
+    gc.freeze()
     started = time.perf_counter()
     results = asyncio.run(check_all())
     elapsed_s = time.perf_counter() - started
