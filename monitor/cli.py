@@ -167,7 +167,7 @@ def _check_once(config: MonitorFile, settings: Settings, names: list[str], fmt: 
             return EXIT_CONFIG
         targets = tuple(t for t in targets if t.name in names)
 
-    concurrency = _within_open_files(settings.check_max_concurrency)
+    concurrency = _within_open_files(min(settings.check_max_concurrency, len(targets)))
 
     async def check_all() -> list[CheckResult]:
         async with Checker(concurrency) as checker:
