@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from monitor import cli, service
-from monitor.settings import Settings
+from monitor.settings import CHECK_MAX_CONCURRENCY, Settings
 
 # What only `run` and `check` need; importing any of them costs start-up for the others.
 HEAVY = ("aiohttp", "monitor.service", "monitor.checks", "apscheduler", "cryptography")
@@ -137,11 +138,14 @@ class TestFlags:
         shown = {
             "listen": defaults.listen,
             "max_concurrency": str(defaults.max_concurrency),
+            "check_max_concurrency": str(defaults.check_max_concurrency),
             "shutdown_grace_s": f"{defaults.shutdown_grace_s:g}",
             "state_file": f"./{defaults.state_file}",
         }
         assert shown == cli.HELP_DEFAULTS
         assert "(MONITOR_MAX_CONCURRENCY, 100)" in self._help(capsys, "run")
+        out = self._help(capsys, "check")
+        assert f"(MONITOR_MAX_CONCURRENCY, {CHECK_MAX_CONCURRENCY})" in out
 
     def test_exit_codes_are_the_services(self) -> None:
         """The CLI's exit codes (kept here so no command but run imports the service) agree."""
@@ -167,3 +171,26 @@ class TestCheck:
         config = _write(tmp_path / "m.yaml", targets)
         assert cli.main(["check", "-c", str(config), "-t", "nope", "-t", "t1"]) == 2
         assert capsys.readouterr().err == f"{config}: no target named nope {listed}\n"
+
+    def test_default_concurrency(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """`check` runs CHECK_MAX_CONCURRENCY at once unless max_concurrency is set."""
+        assert Settings().check_max_concurrency == CHECK_MAX_CONCURRENCY
+        assert Settings(max_concurrency=100).check_max_concurrency == 100
+        monkeypatch.setenv("MONITOR_MAX_CONCURRENCY", "7")
+        assert Settings().check_max_concurrency == 7
+
+    def test_concurrency_within_open_file_limit(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """The soft open-file limit is raised for the checks; a low hard limit caps them."""
+        limits = {"now": (256, 100_000)}
+        monkeypatch.setattr(resource, "getrlimit", lambda _r: limits["now"])
+        monkeypatch.setattr(resource, "setrlimit", lambda _r, v: limits.update(now=v))
+        assert cli._within_open_files(1000) == 1000
+        assert limits["now"] == (1000 + cli._SPARE_FILES, 100_000)
+        assert capsys.readouterr().err == ""
+
+        limits["now"] = (256, 512)
+        assert cli._within_open_files(1000) == 512 - cli._SPARE_FILES
+        assert limits["now"] == (512, 512)
+        assert "checks at once, not 1000: the open-file limit is 512" in capsys.readouterr().err
