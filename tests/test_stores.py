@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import re
+import shutil
 import sqlite3
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -70,6 +76,48 @@ class TestSqliteFile:
             with pytest.raises(sqlite3.IntegrityError, match=r"^disk full$"):
                 await store.save("api", "u", {}, DOWN, [("hook", note())])
             assert (await store.load(), await store.pending_counts()) == ({}, {})
+        finally:
+            await store.close()
+
+    async def test_a_deleted_file_is_recreated_with_everything(self, tmp_path: Path) -> None:
+        """A state file deleted while the store runs is recreated at the next write, with the
+        state and undelivered messages it held: a later restart loses nothing."""
+        path = tmp_path / "state.db"
+        store = await SqliteStore.open(path)
+        await store.save("api", "http://127.0.0.1/api", {}, DOWN, [("hook", note("api/1"))])
+        for name in ("state.db", "state.db-wal", "state.db-shm"):
+            (tmp_path / name).unlink(missing_ok=True)
+        with capture_logs() as logs:
+            await store.save("web", "http://127.0.0.1/web", {}, DOWN, [("hook", note("web/2"))])
+        await store.close()
+        assert [(e["event"], e["why"], e["targets"], e["messages"]) for e in logs] == [
+            ("state_file_recreated", "deleted", 1, 1)
+        ]
+        store = await SqliteStore.open(path)
+        try:
+            assert sorted(await store.load()) == ["api", "web"]
+            assert await store.pending_counts() == {"hook": 2}
+        finally:
+            await store.close()
+
+    async def test_a_replaced_file_is_moved_aside_and_ours_recreated(self, tmp_path: Path) -> None:
+        """A different file moved over the state file is kept aside, not overwritten, and the
+        store goes on in a recreated file of its own."""
+        path = tmp_path / "state.db"
+        store = await SqliteStore.open(path)
+        await store.save("api", "http://127.0.0.1/api", {}, DOWN)
+        (tmp_path / "other").write_bytes(b"someone else's file")
+        (tmp_path / "other").rename(path)
+        with capture_logs() as logs:
+            await store.save("web", "http://127.0.0.1/web", {}, DOWN)
+        await store.close()
+        (event,) = logs
+        moved_to = event["moved_to"]
+        assert (event["event"], event["why"]) == ("state_file_recreated", "replaced")
+        assert Path(moved_to).read_bytes() == b"someone else's file"
+        store = await SqliteStore.open(path)
+        try:
+            assert sorted(await store.load()) == ["api", "web"]
         finally:
             await store.close()
 
@@ -166,3 +214,54 @@ class TestSqliteFile:
         finally:
             locker.close()
             await store.close()
+
+
+@pytest.mark.slow
+def test_a_read_only_state_file_is_refused_at_start() -> None:
+    """A state file the daemon's user cannot write (here: root's file, opened as nobody) is
+    refused at start with exit 2 and a clear message, not run on silently."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to open a file as another user")
+    # Not pytest's tmp_path: its parents are private to root, and nobody must reach the file.
+    with tempfile.TemporaryDirectory() as name:
+        _refused_as_nobody(Path(name))
+
+
+def _refused_as_nobody(folder: Path) -> None:
+    folder.chmod(0o755)
+    path = folder / "state.db"
+    sqlite3.connect(path).close()
+    config = folder / "m.yaml"
+    config.write_text("targets:\n  - {name: a, url: 'http://127.0.0.1:9/'}\n")
+    config.chmod(0o644)
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    probe = subprocess.run([*nobody, sys.executable, "-c", "import monitor"], check=False)
+    if probe.returncode != 0:
+        pytest.skip("this interpreter or checkout is not readable by nobody")
+    result = subprocess.run(
+        [
+            *nobody,
+            sys.executable,
+            "-m",
+            "monitor",
+            "run",
+            "--config",
+            str(config),
+            "--state-file",
+            str(path),
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=folder,
+    )
+    (line,) = [json.loads(x) for x in result.stdout.splitlines() if "startup_failed" in x]
+    assert (result.returncode, line["error"]) == (
+        2,
+        f"state file {path} cannot be used: attempt to write a readonly database",
+    )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterable
@@ -102,6 +103,56 @@ class _Database:
                     consequence="starting with empty state",
                 )
             self._db = self._open()
+        self._identity = self._file_identity()
+
+    def _file_identity(self) -> tuple[int, int] | None:
+        """(device, inode) of the file now at ``path``; None if there is none (or memory)."""
+        if self.path == ":memory:":
+            return None
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return (st.st_dev, st.st_ino)
+
+    def _ensure_file(self) -> None:
+        """Before a write: if the file was deleted or replaced underneath, recreate it.
+
+        An open SQLite connection keeps writing to a deleted file's inode, so without this
+        every later write (a RESOLVED, say) would vanish at the next restart. What the old
+        connection still reads, state and outbox alike, is copied into a new file at
+        ``path``; a file someone put in its place is moved aside, not overwritten.
+        """
+        if self.path == ":memory:":
+            return
+        now = self._file_identity()
+        if now == self._identity:
+            return
+        why = "deleted" if now is None else "replaced"
+        state_rows = self._db.execute("SELECT * FROM target_state").fetchall()
+        outbox_rows = self._db.execute("SELECT * FROM outbox").fetchall()
+        self._db.close()
+        moved_to = None
+        if why == "replaced":
+            moved_to = f"{self.path}.replaced-{int(time.time())}"
+            Path(self.path).rename(moved_to)
+        for suffix in ("-wal", "-shm"):  # the old file's: they must not meet the new one
+            Path(self.path + suffix).unlink(missing_ok=True)
+        self._db = self._open()
+        with self._transaction():
+            self._db.executemany(
+                "INSERT INTO target_state VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", state_rows
+            )
+            self._db.executemany("INSERT INTO outbox VALUES (?, ?, ?, ?, ?, ?)", outbox_rows)
+        self._identity = self._file_identity()
+        log.error(
+            "state_file_recreated",
+            path=self.path,
+            why=why,
+            moved_to=moved_to,
+            targets=len(state_rows),
+            messages=len(outbox_rows),
+        )
 
     def _open(self) -> sqlite3.Connection:
         db = sqlite3.connect(
@@ -166,7 +217,7 @@ class _Database:
         ``notifiers`` are the target's: who hears that an incident ended if the target is
         removed from the config while the daemon is not running.
         """
-        with self._transaction():
+        with self._write():
             self._db.execute(
                 "INSERT OR REPLACE INTO target_state VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -186,7 +237,7 @@ class _Database:
 
     def forget(self, target: str, outgoing: Iterable[tuple[str, Notification]] = ()) -> None:
         """Drop a removed target's state, queueing its last messages in the same transaction."""
-        with self._transaction():
+        with self._write():
             self._db.execute("DELETE FROM target_state WHERE target = ?", (target,))
             self._enqueue(outgoing)
 
@@ -212,11 +263,11 @@ class _Database:
         return Pending(row[0], row[1], note, row[3], row[4], row[5])
 
     def delivered(self, pending_id: int) -> None:
-        with self._transaction():
+        with self._write():
             self._db.execute("DELETE FROM outbox WHERE id = ?", (pending_id,))
 
     def retry_later(self, pending_id: int, attempts: int, next_attempt: float) -> None:
-        with self._transaction():
+        with self._write():
             self._db.execute(
                 "UPDATE outbox SET attempts = ?, next_attempt = ? WHERE id = ?",
                 (attempts, next_attempt, pending_id),
@@ -228,6 +279,11 @@ class _Database:
         return {name: count for name, count in rows.fetchall()}
 
     def _transaction(self) -> _Transaction:
+        return _Transaction(self._db)
+
+    def _write(self) -> _Transaction:
+        """A write transaction on the file that is really at ``path``."""
+        self._ensure_file()
         return _Transaction(self._db)
 
 
