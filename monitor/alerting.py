@@ -142,6 +142,10 @@ class Alerting:
     def observe(self, target: Target, result: CheckResult) -> bool:
         """Judge one result of a current target; returns whether a quick re-check
         (retry_interval) is wanted."""
+        if result.reason == "error":
+            # The monitor's own failure (out of file descriptors, a bug): it says nothing
+            # about the target, so it neither counts against it nor for it.
+            return False
         prev = self.states.get(target.name, TargetState())
         outcome = step(target.name, prev, Observation.of(target, result), Policy.of(target))
         self.states[target.name] = outcome.state

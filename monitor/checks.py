@@ -355,6 +355,10 @@ def classify(exc: BaseException) -> tuple[Reason, str]:
     error, and a reset can surface either from connect or from the first read.
     """
     text = str(exc) or type(exc).__name__
+    starved = _our_resources(exc)
+    if starved is not None:
+        # Out of file descriptors or memory here, not there: never the target's fault.
+        return "error", f"the monitor is out of resources: {starved}"
     if isinstance(exc, TimeoutError):
         return "timeout", text if str(exc) else "no answer within the timeout"
     if isinstance(exc, aiohttp.TooManyRedirects):
@@ -372,3 +376,23 @@ def classify(exc: BaseException) -> tuple[Reason, str]:
     if isinstance(exc, aiohttp.ClientResponseError | aiohttp.ClientPayloadError):
         return "protocol", getattr(exc, "message", "") or text
     return "error", f"{type(exc).__name__}: {text}"
+
+
+# errno values that mean this process or host ran out of something: the check says nothing
+# about the target. aiohttp wraps them in ClientConnectorError (socket, connect) or
+# ClientOSError, and DNS lookups fail with them too.
+_STARVED = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+
+
+def _our_resources(exc: BaseException) -> str | None:
+    """The OS's words if ``exc`` (or what it wraps) is the monitor running out of resources."""
+    seen: BaseException | None = exc
+    for _ in range(5):  # a short chain: aiohttp wraps once or twice
+        if seen is None:
+            return None
+        inner = getattr(seen, "os_error", None)
+        for candidate in (seen, inner):
+            if isinstance(candidate, OSError) and candidate.errno in _STARVED:
+                return candidate.strerror or errno.errorcode[candidate.errno]
+        seen = seen.__cause__ or seen.__context__
+    return None

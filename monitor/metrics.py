@@ -113,10 +113,14 @@ class Metrics:
     def observe(self, result: CheckResult) -> None:
         """Record a current target's result (the scheduler passes on no other)."""
         stats = self._targets[result.target]
+        stats.checks[result.reason] = stats.checks.get(result.reason, 0) + 1
+        if result.reason == "error":
+            # The monitor's own failure: counted, but monitor_up and the last check's
+            # series keep describing the target as it was last seen.
+            return
         stats.up = 1.0 if result.ok else 0.0
         stats.status = result.status
         stats.duration.observe(result.duration_s)
-        stats.checks[result.reason] = stats.checks.get(result.reason, 0) + 1
         stats.phases = result.phases_s
         stats.last_check_ts = result.started_at + result.duration_s
         if result.tls_expiry_ts is not None:

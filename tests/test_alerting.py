@@ -286,6 +286,29 @@ class TestObserve:
         assert after == "3 targets: 1 up, 1 down, 0 degraded, 1 unknown"
 
 
+class TestOurFailures:
+    async def test_a_result_of_reason_error_is_not_judged(self, dead_url: str) -> None:
+        """A check that failed on the monitor's side (reason error: out of file descriptors)
+        neither counts against the target nor for it: no state change, no write."""
+        config = _config(dead_url, _target("api", notifiers=("a",), failure_threshold=1))
+        api = config.targets[0]
+        starved = CheckResult(
+            target="api",
+            ok=False,
+            reason="error",
+            status=0,
+            duration_s=0.0,
+            started_at=T0,
+            error="the monitor is out of resources: Too many open files",
+        )
+        store = RecordingStore()
+        async with running(config, store) as alerting:
+            retries = [alerting.observe(api, starved) for _ in range(5)]
+            assert await alerting.flush(5) is True
+            assert (alerting.states["api"].state, alerting.states["api"].fails) == ("unknown", 0)
+        assert (retries, store.writes) == ([False] * 5, [])
+
+
 class TestRestore:
     async def test_stored_state_is_kept_or_resolved_at_start(self, dead_url: str) -> None:
         """At start a target still checking the same URL keeps its stored state; one whose URL

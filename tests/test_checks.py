@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from aiohttp.client_reqrep import ConnectionKey
 from servers import TLSCerts, closed_port, raw_server, serve_app
 
 from monitor import __version__
@@ -545,6 +546,19 @@ class TestClassify:
             (aiohttp.ClientPayloadError("truncated"), "protocol", "truncated"),
             (RuntimeError("boom"), "error", "RuntimeError: boom"),
             (ValueError(), "error", "ValueError: ValueError"),  # never empty, even without args
+            (
+                aiohttp.ClientConnectorError(
+                    ConnectionKey("127.0.0.1", 80, False, True, None, None, None),
+                    OSError(errno.EMFILE, "Too many open files"),
+                ),
+                "error",
+                "the monitor is out of resources: Too many open files",
+            ),
+            (
+                aiohttp.ClientOSError(errno.ENFILE, "File table overflow"),
+                "error",
+                "the monitor is out of resources: File table overflow",
+            ),
         ],
     )
     def test_reasons(self, exc: BaseException, reason: str, message: str) -> None:

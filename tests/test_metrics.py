@@ -114,6 +114,18 @@ class TestValues:
         assert _get(s, "monitor_checks_total", target="web", reason="connect") == 2
         assert _get(s, "monitor_checks_total", target="web", reason="ok") == 0
 
+    def test_the_monitors_own_failure_leaves_the_target_as_last_seen(self) -> None:
+        """A reason-error result (the monitor out of resources) is counted, but monitor_up,
+        the status and the duration keep describing the target's last real check."""
+        metrics, registry = _setup(WEB)
+        metrics.observe(_result("web", status=200, duration_s=0.2))
+        metrics.observe(_result("web", ok=False, reason="error", status=0, duration_s=3.0))
+        s = _samples(metrics, registry)
+        assert _get(s, "monitor_up", target="web") == 1
+        assert _get(s, "monitor_http_status_code", target="web") == 200
+        assert _get(s, "monitor_check_duration_seconds_count", target="web") == 1
+        assert _get(s, "monitor_checks_total", target="web", reason="error") == 1
+
     def test_unchecked_targets_have_no_up_series_yet(self) -> None:
         """Before its first check a target reports no monitor_up: unknown is not down."""
         metrics, registry = _setup(WEB)
