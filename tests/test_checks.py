@@ -20,7 +20,6 @@ from servers import TLSCerts, closed_port, raw_server, serve_app
 from monitor import __version__
 from monitor.checks import Checker, CheckResult, classify
 from monitor.config import Target
-from monitor.redaction import redact, safe_url
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -714,34 +713,3 @@ class TestConnectionReuse:
         assert second.phases_s["tls"] == 0  # it really was reused
         expiry = tls_certs.valid_not_after.timestamp()
         assert (first.tls_expiry_ts, second.tls_expiry_ts) == (expiry, expiry)
-
-
-class TestRedaction:
-    @pytest.mark.parametrize(
-        ("url", "safe"),
-        [
-            ("http://user:secret@host/path", "http://user:***@host/path"),
-            ("https://user:secret@host:8443/", "https://user:***@host:8443/"),
-            ("http://user@host/", "http://user@host/"),
-            ("http://host/path?a=b", "http://host/path?a=b"),
-        ],
-    )
-    def test_safe_url(self, url: str, safe: str) -> None:
-        """safe_url replaces the password and leaves everything else alone."""
-        assert safe_url(url) == safe
-
-    def test_redact(self) -> None:
-        """redact removes the URL's password from any text and leaves other text alone."""
-        url = "http://user:s3cr3t@host/"
-        assert redact("failed for user:s3cr3t@host (s3cr3t)", url) == (
-            "failed for user:***@host (***)"
-        )
-        assert redact("nothing to hide", url) == "nothing to hide"
-        assert redact("s3cr3t", "http://host/") == "s3cr3t"
-
-    def test_password_containing_at(self) -> None:
-        """A password with an unencoded '@' (as ${VAR} substitution produces) is hidden whole."""
-        url = "http://user:p@ss@host/"
-        assert Target(name="t", url=url).url == url  # the config accepts it
-        assert safe_url(url) == "http://user:***@host/"
-        assert redact("login p@ss refused", url) == "login *** refused"
