@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import errno
+import itertools
 import re
 import ssl
 import time
@@ -23,10 +24,11 @@ from typing import Any, Literal
 
 import aiohttp
 from cryptography import x509
+from yarl import URL
 
 from monitor import __version__
 from monitor.config import Target
-from monitor.redaction import redact
+from monitor.redaction import redact, safe_url
 
 Reason = Literal[
     "ok",
@@ -265,22 +267,41 @@ class Checker:
         )
 
     async def _request(self, target: Target, timing: _Timing) -> tuple[int, bool]:
+        """Send the request and follow redirects ourselves (see :func:`_next_hop`)."""
         session = self._session(target.reuse_connections)
-        async with session.request(
-            target.method,
-            target.url,
-            headers=target.headers,
-            data=target.body,
-            allow_redirects=target.follow_redirects,
-            # aiohttp raises on reaching its limit: +1 follows exactly max_redirects.
-            max_redirects=target.max_redirects + 1,
-            ssl=self._ssl_for(target),
-            timeout=aiohttp.ClientTimeout(total=None),  # asyncio.timeout bounds the whole check
-            trace_request_ctx=timing,
-        ) as response:
-            body_ok = await _read_body(response, target)
-            timing.phases["transfer"] = time.perf_counter() - (timing.t_headers or timing.t_ready)
-            return response.status, body_ok
+        # The first hop takes the text as configured: aiohttp reports a malformed URL itself.
+        url: str | URL = target.url
+        method, data, headers = target.method, target.body, target.headers
+        for hops in itertools.count():
+            async with session.request(
+                method,
+                url,
+                headers=headers,
+                data=data,
+                allow_redirects=False,
+                ssl=self._ssl_for(target),
+                timeout=aiohttp.ClientTimeout(total=None),  # asyncio.timeout bounds the check
+                trace_request_ctx=timing,
+            ) as response:
+                location = response.headers.get("Location")
+                if target.follow_redirects and response.status in _REDIRECTS and location:
+                    if hops >= target.max_redirects:
+                        msg = f"more than {target.max_redirects} redirects"
+                        raise RedirectError(msg, reason="too_many_redirects")
+                    url, cross = _next_hop(target, _with_user(response.url, url), location)
+                    if cross:
+                        headers = {}  # configured headers may be credentials: not elsewhere
+                    if response.status == 303 or (
+                        response.status in (301, 302) and method == "POST"
+                    ):
+                        method, data = "GET", None
+                    continue
+                body_ok = await _read_body(response, target)
+                timing.phases["transfer"] = time.perf_counter() - (
+                    timing.t_headers or timing.t_ready
+                )
+                return response.status, body_ok
+        raise AssertionError  # pragma: no cover - itertools.count() never ends
 
     def _expiry(self, der: bytes | None) -> float | None:
         if der is None:
@@ -348,6 +369,56 @@ def _describe(target: Target, reason: Reason, status: int) -> str:
     return f"slower than max_latency {expect.max_latency_s:g}s"
 
 
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
+class RedirectError(Exception):
+    """A redirect the check will not follow; ``reason`` is its verdict."""
+
+    def __init__(self, message: str, *, reason: Reason) -> None:
+        super().__init__(message)
+        self.reason: Reason = reason
+
+
+def _next_hop(target: Target, url: URL, location: str) -> tuple[URL, bool]:
+    """Where a redirect leads, and whether it leaves the current origin.
+
+    Credentials never cross hosts: the target URL's user info goes along only to the same
+    origin, and user info that a Location names for another origin is dropped. A redirect
+    from https to plain http fails with reason ``tls`` unless
+    ``expect.allow_http_redirect`` is set: it would carry the check off TLS unseen.
+    """
+    try:
+        nxt = url.join(URL(location))
+        origin = nxt.origin()
+    except ValueError:
+        msg = "the server redirected to something that is not a URL"
+        raise RedirectError(msg, reason="protocol") from None
+    if nxt.scheme not in ("http", "https"):
+        msg = f"the server redirected to a {nxt.scheme or 'schemeless'}: URL, not http(s)"
+        raise RedirectError(msg, reason="protocol")
+    if url.scheme == "https" and nxt.scheme == "http" and not target.expect.allow_http_redirect:
+        msg = (
+            f"redirected from https to plain http ({safe_url(str(nxt.with_user(None)))}); "
+            "set expect.allow_http_redirect to accept it"
+        )
+        raise RedirectError(msg, reason="tls")
+    cross = origin != url.origin()
+    if cross:
+        nxt = nxt.with_user(None)
+    elif nxt.user is None and url.user is not None:
+        nxt = nxt.with_user(url.user).with_password(url.password)
+    return nxt, cross
+
+
+def _with_user(answered: URL, asked: str | URL) -> URL:
+    """The URL that answered, with the user info it was asked with (aiohttp strips it)."""
+    asked = URL(asked) if isinstance(asked, str) else asked
+    if asked.user is None:
+        return answered
+    return answered.with_user(asked.user).with_password(asked.password)
+
+
 def classify(exc: BaseException) -> tuple[Reason, str]:
     """Map an exception from aiohttp to a reason and a message; the one place that does it.
 
@@ -361,8 +432,8 @@ def classify(exc: BaseException) -> tuple[Reason, str]:
         return "error", f"the monitor is out of resources: {starved}"
     if isinstance(exc, TimeoutError):
         return "timeout", text if str(exc) else "no answer within the timeout"
-    if isinstance(exc, aiohttp.TooManyRedirects):
-        return "too_many_redirects", f"more than {len(exc.history) - 1} redirects"
+    if isinstance(exc, RedirectError):
+        return exc.reason, text
     if isinstance(exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError):
         return "tls", text
     if isinstance(exc, aiohttp.ClientConnectorDNSError):

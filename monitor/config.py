@@ -136,6 +136,10 @@ class Expect(_Strict):
     max_latency_s: Duration | None = Field(
         default=None, alias="max_latency", description="a slower answer fails with reason latency"
     )
+    allow_http_redirect: bool = Field(
+        default=False,
+        description="follow a redirect from https to plain http (by default it fails: tls)",
+    )
     warn_latency_s: Duration | None = Field(
         default=None,
         alias="warn_latency",

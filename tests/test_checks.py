@@ -392,6 +392,80 @@ async def status_url() -> AsyncIterator[str]:
         yield url
 
 
+class TestRedirectSafety:
+    async def test_credentials_do_not_cross_hosts(self, checker: Checker) -> None:
+        """A redirect to another origin gets neither the target's headers nor its URL's
+        credentials, nor user info the Location names; the same origin keeps the login."""
+        seen: dict[str, dict[str, str]] = {}
+
+        async def record(request: web.Request) -> web.Response:
+            seen[request.path] = {
+                k: v for k, v in request.headers.items() if k in ("X-Api-Key", "Authorization")
+            }
+            return web.Response(text="landed")
+
+        async with serve_app(app_with(landing=record)) as other:
+
+            async def away(_r: web.Request) -> web.Response:
+                raise web.HTTPFound(other.replace("http://", "http://evil:pw@") + "/landing")
+
+            async def same(request: web.Request) -> web.Response:
+                seen["/same"] = {"Authorization": request.headers.get("Authorization", "")}
+                raise web.HTTPFound("/home")
+
+            async with serve_app(app_with(away=away, same=same, home=record)) as base:
+                base_with_login = base.replace("http://", "http://u:p@")
+                headers = {"X-Api-Key": "k3y"}
+                moved = await checker.check(target(f"{base_with_login}/away", headers=headers))
+                kept = await checker.check(target(f"{base_with_login}/same", headers=headers))
+        assert (moved.reason, kept.reason) == ("ok", "ok")
+        login = "Basic dTpw"  # u:p
+        assert seen == {
+            "/landing": {},
+            "/same": {"Authorization": login},
+            "/home": {"X-Api-Key": "k3y", "Authorization": login},
+        }
+
+    async def test_https_to_http_fails_unless_allowed(
+        self, checker: Checker, tls_certs: TLSCerts
+    ) -> None:
+        """A redirect from https down to plain http is reason tls with a clear error, and is
+        followed only with expect.allow_http_redirect."""
+        async with serve_app(app_with(hello=hello)) as plain:
+
+            async def down(_r: web.Request) -> web.Response:
+                raise web.HTTPFound(f"{plain}/hello?token=s3cret")
+
+            async with serve_app(app_with(down=down), tls_certs.valid) as secure:
+                tls = {"ca_file": tls_certs.ca_pem}
+                refused = await checker.check(target(f"{secure}/down", tls=tls))
+                allowed = await checker.check(
+                    target(f"{secure}/down", tls=tls, expect={"allow_http_redirect": True})
+                )
+        assert (refused.ok, refused.reason, refused.status) == (False, "tls", 0)
+        assert refused.error == (
+            f"redirected from https to plain http ({plain}/hello?token=***); "
+            "set expect.allow_http_redirect to accept it"
+        )
+        assert (allowed.ok, allowed.reason, allowed.status) == (True, "ok", 200)
+
+    async def test_303_turns_a_post_into_a_get(self, checker: Checker) -> None:
+        """After 303 See Other the next request is a GET without the body, as browsers do."""
+        methods: list[tuple[str, bytes]] = []
+
+        async def form(request: web.Request) -> web.Response:
+            methods.append((request.method, await request.read()))
+            raise web.HTTPSeeOther("/done")
+
+        async def done(request: web.Request) -> web.Response:
+            methods.append((request.method, await request.read()))
+            return web.Response(text="done")
+
+        async with serve_app(app_with(form=form, done=done)) as base:
+            result = await checker.check(target(f"{base}/form", method="POST", body="a=1"))
+        assert (result.reason, methods) == ("ok", [("POST", b"a=1"), ("GET", b"")])
+
+
 class TestStatus:
     async def test_404_fails_default(self, checker: Checker, status_url: str) -> None:
         """404 is not 2xx/3xx: reason status, the real status and a readable error."""
