@@ -438,7 +438,12 @@ def classify(exc: BaseException) -> tuple[Reason, str]:
         return "tls", text
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
         return "dns", text
-    if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ServerDisconnectedError):
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        # Its message is the parser's state object when the status line had arrived.
+        if isinstance(exc.message, str):
+            return "connect", exc.message
+        return "connect", "the server closed the connection in the middle of the response headers"
+    if isinstance(exc, aiohttp.ClientConnectorError):
         return "connect", text
     if isinstance(exc, aiohttp.ClientOSError) and exc.errno in (errno.ECONNRESET, errno.EPIPE):
         return "connect", text

@@ -8,6 +8,8 @@ import errno
 import re
 import ssl
 import time
+import tracemalloc
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -390,6 +392,51 @@ async def status_url() -> AsyncIterator[str]:
     app = app_with(**{str(code): status_handler(code) for code in (200, 201, 404, 503)})
     async with serve_app(app) as url:
         yield url
+
+
+class TestHostileAnswers:
+    async def test_close_after_the_status_line_reads_as_a_sentence(self, checker: Checker) -> None:
+        """A server that closes right after its status line gets a readable error, not the
+        HTTP parser's internal object."""
+
+        async def status_only(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\n")
+            await writer.drain()
+
+        async with raw_server(status_only) as url:
+            result = await checker.check(target(f"{url}/"))
+        assert (result.reason, result.status, result.error) == (
+            "connect",
+            0,
+            "the server closed the connection in the middle of the response headers",
+        )
+
+    async def test_a_gzip_bomb_is_not_inflated_past_max_body_bytes(self, checker: Checker) -> None:
+        """1 GiB of zeros sent as 1 MB of gzip is read only up to max_body_bytes: the check
+        allocates a few MB at most, not the gigabyte."""
+        packer = zlib.compressobj(9, zlib.DEFLATED, 31)  # 31: gzip framing
+        block = b"\0" * (1 << 20)
+        bomb = b"".join([*(packer.compress(block) for _ in range(1024)), packer.flush()])
+
+        async def gzip_bomb(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            head = b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n"
+            writer.write(head % len(bomb) + bomb)
+            await writer.drain()
+
+        async with raw_server(gzip_bomb) as url:
+            tracemalloc.start()
+            try:
+                result = await checker.check(target(f"{url}/", expect={"body_contains": "x"}))
+                _, peak = tracemalloc.get_traced_memory()
+            finally:
+                tracemalloc.stop()
+        assert (result.reason, result.error) == (
+            "body",
+            "body does not contain 'x' (first 1048576 bytes)",
+        )
+        assert peak < 32 << 20, peak  # the whole bomb would be 1,024 MiB
 
 
 class TestRedirectSafety:
