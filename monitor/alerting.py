@@ -55,8 +55,15 @@ class _Write:
 class Alerting:
     """Per-target state and the delivery of what it implies."""
 
-    def __init__(self, config: MonitorFile, store: StateStore, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        config: MonitorFile,
+        store: StateStore,
+        metrics: Metrics,
+        on_death: Callable[[asyncio.Task[None]], None] | None = None,
+    ) -> None:
         self.store = store
+        self._on_death = on_death
         self.metrics = metrics
         self.states: dict[str, TargetState] = {}
         self._targets: dict[str, Target] = {}
@@ -93,6 +100,9 @@ class Alerting:
             self.metrics.set_state(name, self.states[name].state)
         self._targets = wanted
         self._writer = asyncio.create_task(self._write_loop(), name="state-writer")
+        if self._on_death is not None:
+            on_death = self._on_death
+            self._writer.add_done_callback(lambda t: None if t.cancelled() else on_death(t))
         await self.delivery.start()
 
     def _new_delivery(self, configs: dict[str, NotifierConfig]) -> Delivery:
@@ -108,7 +118,7 @@ class Alerting:
         if problems:
             raise ConfigError(problems)
         counts = self.delivery.counts if self.delivery is not None else None
-        return Delivery(self.store, notifiers, configs, self.firing_for, counts)
+        return Delivery(self.store, notifiers, configs, self.firing_for, counts, self._on_death)
 
     def prepare(self, config: MonitorFile) -> Delivery | None:
         """The new notifiers' delivery if they changed, or None; ConfigError if one cannot be

@@ -54,6 +54,7 @@ class Delivery:
         configs: dict[str, NotifierConfig],
         firing: Callable[[str], list[Notification]],
         counts: Counts | None = None,
+        on_death: Callable[[asyncio.Task[None]], None] | None = None,
     ) -> None:
         self._store = store
         self._notifiers = notifiers
@@ -61,6 +62,7 @@ class Delivery:
         self._firing = firing
         # Kept across reloads (the new Delivery takes the old one's): counters never go back.
         self.counts: Counts = counts if counts is not None else {}
+        self._on_death = on_death
         self._wake = {name: asyncio.Event() for name in notifiers}
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
@@ -86,8 +88,15 @@ class Delivery:
         for name, notifier in self._notifiers.items():
             self._tasks.append(asyncio.create_task(self._worker(name), name=f"notify:{name}"))
             if isinstance(notifier, Alertmanager):
-                task = asyncio.create_task(self._resender(name, notifier))
+                task = asyncio.create_task(self._resender(name, notifier), name=f"resend:{name}")
                 self._tasks.append(task)
+        for task in self._tasks:
+            task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        # Workers end only when stopped; any other end is a bug that would silence a notifier.
+        if not task.cancelled() and not self._stopping and self._on_death is not None:
+            self._on_death(task)
 
     def queued(self, names: list[str]) -> None:
         """Tell the workers of ``names`` that the outbox has new messages for them."""

@@ -78,6 +78,7 @@ class Service:
         self.force_exit = asyncio.Event()
         self.reload_requested = asyncio.Event()
         self.started = False
+        self.exit_code = EXIT_OK
         self._reload_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -103,14 +104,19 @@ class Service:
             await self._close()
             return exc.exit_code
         self.systemd.ready(self._status())
-        self._tasks = [asyncio.create_task(self._reloader()), asyncio.create_task(self._pulse())]
+        self._tasks = [
+            asyncio.create_task(self._reloader(), name="reloader"),
+            asyncio.create_task(self._pulse(), name="pulse"),
+        ]
+        for task in self._tasks:
+            task.add_done_callback(lambda t: None if t.cancelled() else self._task_died(t))
         await self.should_exit.wait()
         self.systemd.stopping()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.shutdown()
-        return EXIT_OK
+        return self.exit_code
 
     async def startup(self) -> None:
         targets = self.config.targets
@@ -123,7 +129,7 @@ class Service:
             store = await open_store(self.settings.state_file)
         except StateFileError as exc:
             raise StartupError(str(exc), EXIT_CONFIG) from None
-        self.alerting = Alerting(self.config, store, self.metrics)
+        self.alerting = Alerting(self.config, store, self.metrics, self._task_died)
         try:
             await self.alerting.start(targets)
         except ConfigError as exc:
@@ -165,6 +171,25 @@ class Service:
         self.systemd.close()
         await self.checker.close()
         await self.endpoint.close()
+
+    def _task_died(self, task: asyncio.Task[None]) -> None:
+        """A long-lived task ended on its own: a bug that could silence checks or alerts.
+
+        The daemon stops with exit code 1 rather than limp on without that task: systemd
+        (``Restart=on-failure``) starts it again, and state and queued messages are on disk.
+        """
+        if self.should_exit.is_set():
+            return  # shutting down: tasks end, as they should
+        error = task.exception()
+        log.error(
+            "task_died",
+            task=task.get_name(),
+            error=repr(error) if error is not None else "returned",
+            exc_info=error,
+            consequence="stopping with exit code 1 so that the service manager restarts it",
+        )
+        self.exit_code = EXIT_FAILURE
+        self.should_exit.set()
 
     def _ready(self) -> bool:
         return self.started and not self.should_exit.is_set()

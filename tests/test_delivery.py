@@ -304,3 +304,34 @@ class TestWorkerResilience:
         await new.stop(5)
         assert [m["incident_id"] for m in receiver.inbox.received] == ["api/1", "api/2"]
         assert new.counts == {("hook", "sent"): 2}
+
+
+class Fatal(BaseException):
+    """Not an Exception: nothing in a worker catches it, as with a real bug's worst case."""
+
+
+class TestSupervision:
+    async def test_a_worker_that_dies_is_reported(self, session: aiohttp.ClientSession) -> None:
+        """A worker that ends while delivery is not stopping is handed to on_death; one that
+        ends because delivery stops is not."""
+
+        class DeadlyStore(MemoryStore):
+            async def next_pending(self, notifier: str) -> Pending | None:
+                raise Fatal
+
+        died: list[str] = []
+        reported = asyncio.Event()
+
+        def on_death(task: asyncio.Task[None]) -> None:
+            died.append(task.get_name())
+            reported.set()
+
+        config = _webhook("http://127.0.0.1:9/")
+        notifiers = {"hook": build_notifier(config, session)}
+        delivery = Delivery(
+            DeadlyStore(), notifiers, {"hook": config}, _never_firing, on_death=on_death
+        )
+        await delivery.start()
+        await asyncio.wait_for(reported.wait(), 5)
+        await delivery.stop(1)
+        assert died == ["notify:hook"]

@@ -347,3 +347,25 @@ class TestReloader:
         assert calls == ["reload", "reload"]
         assert [(e["event"], e["log_level"]) for e in logs] == [("config_reload_crashed", "error")]
         assert service.reload_status.successful == 0.0
+
+    async def test_a_long_lived_task_that_dies_stops_the_daemon_with_exit_1(
+        self, tmp_path: Path
+    ) -> None:
+        """A task that should run for ever and ends (a bug) is logged, and the service stops
+        with exit code 1 so that systemd restarts it, instead of running on without it."""
+        config = tmp_path / "m.yaml"
+        config.write_text(_targets("http://127.0.0.1:9", "a:x"))
+        service = Service(Settings(config=config), load_config(config))
+
+        async def broken() -> None:
+            msg = "a bug"
+            raise RuntimeError(msg)
+
+        task = asyncio.create_task(broken(), name="notify:ops")
+        await asyncio.gather(task, return_exceptions=True)
+        with capture_logs() as logs:
+            service._task_died(task)
+        assert (service.exit_code, service.should_exit.is_set()) == (1, True)
+        assert [(e["event"], e["task"], e["error"]) for e in logs] == [
+            ("task_died", "notify:ops", "RuntimeError('a bug')")
+        ]
