@@ -6,7 +6,9 @@ distinct interval is cut into at most 100 *slots*, one APScheduler interval job 
 every target belongs to one slot by a stable hash of its name. A slot job only starts its
 targets' checks as tasks and returns, so the scheduler itself never waits on the network.
 
-- First runs are spread over the interval, the same way on every start (crc32 of the name).
+- First runs come soon: a new slot first fires within :func:`first_round_s` (10 s for a few
+  hundred targets, never more than the interval), spread by slot; from then on every slot
+  keeps a stable phase in its interval, the same on every start (crc32 of the name).
 - A check never overlaps itself: a target still running when its slot fires again is
   skipped, counted and logged, never queued up behind itself.
 - Nothing is dropped silently: ``misfire_grace_time=None`` runs late slots however late,
@@ -48,6 +50,17 @@ quick re-check (``retry_interval``) is wanted."""
 log = structlog.get_logger("monitor.scheduling")
 
 
+FIRST_ROUND_MIN_S = 10.0
+FIRST_ROUND_RATE = 200.0  # checks per second the first round may start, at most
+
+
+def first_round_s(interval_s: float, targets: int) -> float:
+    """How long the first checks of ``targets`` new targets at ``interval_s`` are spread
+    over: 10 s, or longer if that would start more than 200 checks a second, and never
+    longer than the interval."""
+    return min(interval_s, max(FIRST_ROUND_MIN_S, targets / FIRST_ROUND_RATE))
+
+
 def _slot_count(interval_s: float) -> int:
     # Independent of how many targets share the interval, so that adding or removing one
     # target does not move the others: only occupied slots get a job.
@@ -87,6 +100,8 @@ class Scheduler:
         self._current: dict[str, Target] = {}
         self._running: dict[str, asyncio.Task[None]] = {}
         self._retries: dict[str, asyncio.TimerHandle] = {}
+        self._early: dict[tuple[float, int], float] = {}  # a new slot's first-round run
+        self.first_round_s = 0.0  # every target's first check comes within this
         self._accepting = False
         # Owned here, exported by monitor.metrics.SchedulerCollector.
         self.lateness = Histogram(LATENESS_BUCKETS_S)
@@ -121,12 +136,18 @@ class Scheduler:
         """
         now = time.time()
         slots: dict[tuple[float, int], list[Target]] = {}
+        per_interval: dict[float, int] = {}
         for target in targets:
             key = (target.interval_s, slot_of(target.name, _slot_count(target.interval_s)))
             slots.setdefault(key, []).append(target)
+            per_interval[target.interval_s] = per_interval.get(target.interval_s, 0) + 1
+        self.first_round_s = max(
+            (first_round_s(i, n) for i, n in per_interval.items()), default=0.0
+        )
         for key in self._slots.keys() - slots.keys():
             self._aps.remove_job(_job_id(key))
             del self._starts[key]
+            self._early.pop(key, None)
         for key in slots.keys() - self._slots.keys():
             interval_s, index = key
             epoch_s = self._epochs.setdefault(interval_s, now)
@@ -134,13 +155,19 @@ class Scheduler:
             if first_s < now:
                 first_s += math.ceil((now - first_s) / interval_s) * interval_s
             self._starts[key] = first_s
+            # A new slot's first run comes within the first round, not a whole interval
+            # later; from its regular time on, it keeps the interval's phase.
+            round_s = first_round_s(interval_s, per_interval[interval_s])
+            early_s = now + round_s * index / _slot_count(interval_s)
+            if early_s < first_s:
+                self._early[key] = early_s
             start = datetime.fromtimestamp(first_s, UTC)
             self._aps.add_job(
                 self._fire,
                 IntervalTrigger(seconds=interval_s, start_date=start),
                 args=(key,),
                 id=_job_id(key),
-                next_run_time=start,
+                next_run_time=datetime.fromtimestamp(min(early_s, first_s), UTC),
             )
         self._slots = slots
         current = {t.name: t for ts in slots.values() for t in ts}
@@ -154,6 +181,11 @@ class Scheduler:
         interval_s = key[0]
         start_s = self._starts[key]
         now = time.time()
+        early_s = self._early.pop(key, None)
+        if early_s is not None and now < start_s:
+            for target in self._slots.get(key, ()):  # the first round: at once
+                self._start(target, early_s)
+            return
         due_s = start_s + max(0, math.floor((now - start_s) / interval_s + 1e-9)) * interval_s
         if now - due_s > interval_s:  # pragma: no cover - coalesce keeps this below interval
             log.warning("schedule_behind", interval_s=interval_s, late_s=round(now - due_s, 3))

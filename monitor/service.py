@@ -145,9 +145,8 @@ class Service:
             listen=f"{self.settings.listen_host}:{self.endpoint.port}",
             config=str(self.settings.config),
             max_concurrency=self.settings.max_concurrency,
-            # First runs are spread over each target's interval, as Prometheus spreads
-            # scrapes: say how long the first round takes, so silence is not a surprise.
-            first_round_s=max(t.interval_s for t in targets),
+            # Say how long the first round of checks takes, so silence is not a surprise.
+            first_round_s=self.scheduler.first_round_s,
         )
 
     async def shutdown(self) -> None:

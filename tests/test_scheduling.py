@@ -11,7 +11,7 @@ import pytest
 
 from monitor.checks import CheckResult
 from monitor.config import Target
-from monitor.scheduling import MAX_SLOTS_PER_INTERVAL, Scheduler, slot_of
+from monitor.scheduling import MAX_SLOTS_PER_INTERVAL, Scheduler, first_round_s, slot_of
 
 
 def _result(target: Target) -> CheckResult:
@@ -303,3 +303,25 @@ class TestRetry:
             assert dict(recorder.runs) == {}
         finally:
             await scheduler.stop(0)
+
+
+class TestFirstRound:
+    @pytest.mark.parametrize(
+        ("interval_s", "targets", "expected"),
+        [(60, 3, 10), (5, 3, 5), (300, 4000, 20), (60, 50_000, 60), (3600, 1, 10)],
+    )
+    def test_first_round_is_bounded(self, interval_s: float, targets: int, expected: float) -> None:
+        """10 s, longer only past 200 checks a second, never longer than the interval."""
+        assert first_round_s(interval_s, targets) == expected
+
+    async def test_long_intervals_are_first_checked_within_the_first_round(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Targets with a one-hour interval are all checked within the first round, not an
+        hour after start (the round shortened here from 10 s to 0.5 s)."""
+        monkeypatch.setattr("monitor.scheduling.FIRST_ROUND_MIN_S", 0.5)
+        started = time.time()
+        runs = await _record(_targets(20, 3600), 1)
+        firsts = sorted(r[0][1] - started for r in runs.values())
+        assert len(firsts) == 20
+        assert firsts[-1] < 1.5, firsts  # within the round, give or take a busy machine
