@@ -8,13 +8,22 @@ CONFIG ?= monitor.example.yaml
 
 .PHONY: run test lint typecheck check-deps schema bench clean
 
-$(BIN)/uptime-monitor: pyproject.toml
+# Two stamps: `make run` installs the runtime only; `make test` adds the test tools.
+RUNTIME := $(VENV)/.runtime-installed
+TESTING := $(VENV)/.test-installed
+
+$(RUNTIME): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	@touch $@
+
+$(TESTING): $(RUNTIME)
 	$(BIN)/pip install --quiet -e '.[test]'
 	@touch $@
 
-run: $(BIN)/uptime-monitor
+run: $(RUNTIME)
+	@echo "first checks within ~10 s; then: curl -s 127.0.0.1:9834/metrics | grep ^monitor_up"
 	$(BIN)/uptime-monitor run --config $(CONFIG)
 
 # Real Prometheus, promtool, Alertmanager and amtool (Debian packages) and systemd-analyze run
@@ -35,22 +44,22 @@ check-deps:
 	  fi; \
 	fi
 
-test: $(BIN)/uptime-monitor check-deps
+test: $(TESTING) check-deps
 	$(BIN)/ruff check monitor tests
 	$(BIN)/mypy monitor
 	$(BIN)/pytest -q
 
-lint: $(BIN)/uptime-monitor
+lint: $(TESTING)
 	$(BIN)/ruff check monitor tests
 	$(BIN)/ruff format --check monitor tests
 
-typecheck: $(BIN)/uptime-monitor
+typecheck: $(TESTING)
 	$(BIN)/mypy monitor
 
-schema: $(BIN)/uptime-monitor
+schema: $(RUNTIME)
 	$(BIN)/uptime-monitor schema > config/monitor.schema.json
 
-bench: $(BIN)/uptime-monitor
+bench: $(TESTING)
 	$(BIN)/python tests/bench/bench_daemon.py
 
 clean:

@@ -107,13 +107,17 @@ class TestExamples:
         assert list(data) == ["targets"]
         assert [sorted(t) for t in data["targets"]] == [["name", "url"], ["name", "url"]]
 
-    def test_active_targets_are_harmless_public_sites(self) -> None:
-        """The example's active targets are public https sites, not hosts only we have."""
+    def test_active_targets_are_the_monitor_itself_and_public_sites(self) -> None:
+        """The example checks the monitor's own /healthz (up even offline; it follows
+        MONITOR_LISTEN) and public https sites, not hosts only we have."""
         config = load_config(EXAMPLE, environ={})
+        moved = load_config(EXAMPLE, environ={"MONITOR_LISTEN": "[::1]:9900"})
         assert [t.url for t in config.targets] == [
+            "http://127.0.0.1:9834/healthz",
             "https://example.com/",
             "https://www.python.org/",
         ]
+        assert moved.targets[0].url == "http://[::1]:9900/healthz"
 
     def test_default_header_comes_from_the_fallback(self) -> None:
         """The example's ${VAR:-default} header uses the environment when it is set."""
@@ -129,6 +133,7 @@ class TestExamples:
         text = _uncommented(EXAMPLE.read_text(encoding="utf-8"))
         config = parse_config(text, "uncommented.yaml", {"API_TOKEN": "secret"})
         assert [(t.name, t.headers.get("Authorization")) for t in config.targets] == [
+            ("monitor-self", None),
             ("example-com", None),
             ("python-org", None),
             ("billing-api", "Bearer secret"),
