@@ -71,7 +71,7 @@ class DeliveryCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         delivery = self._delivery()
-        pending = dict(delivery.pending) if delivery is not None else {}
+        pending = {**delivery.orphaned, **delivery.pending} if delivery is not None else {}
         counts = dict(delivery.counts) if delivery is not None else {}
         sent = CounterMetricFamily(
             "monitor_notifications",

@@ -34,6 +34,10 @@ log = structlog.get_logger("monitor.delivery")
 
 Counts = dict[tuple[str, str], int]  # (notifier, outcome) → attempts, for the collector
 STORE_RETRY_S = 5.0  # pause after a store error before a worker tries again
+# A notifier that left the config has no give_up_after of its own: its messages get the
+# default (24 h) from when they were queued, checked at start and then every ORPHAN_CHECK_S.
+ORPHAN_GIVE_UP_S = 86400.0
+ORPHAN_CHECK_S = 3600.0
 
 
 def backoff_s(attempts: int, max_backoff_s: float, retry_after_s: float | None) -> float:
@@ -68,6 +72,8 @@ class Delivery:
         self._stopping = False
         self._stop_event = asyncio.Event()
         self.pending = dict.fromkeys(notifiers, 0)
+        # Messages for notifiers no longer configured: shown, and dropped once stale.
+        self.orphaned: dict[str, int] = {}
 
     def _count(self, notifier: str, outcome: str) -> None:
         key = (notifier, outcome)
@@ -78,13 +84,20 @@ class Delivery:
         for name, count in waiting.items():
             if name in self.pending:
                 self.pending[name] = count
-            else:
+                continue
+            dropped = await self._expire(name)
+            if count - dropped:
+                self.orphaned[name] = count - dropped
                 log.warning(
                     "notifier_missing",
                     notifier=name,
-                    waiting=count,
-                    consequence="kept until a notifier of that name is configured again",
+                    waiting=count - dropped,
+                    consequence="kept until a notifier of that name is configured again, "
+                    f"dropped {ORPHAN_GIVE_UP_S / 3600:g} h after being queued",
                 )
+        if self.orphaned:
+            task = asyncio.create_task(self._expire_orphans(), name="expire-orphans")
+            self._tasks.append(task)
         for name, notifier in self._notifiers.items():
             self._tasks.append(asyncio.create_task(self._worker(name), name=f"notify:{name}"))
             if isinstance(notifier, Alertmanager):
@@ -92,6 +105,46 @@ class Delivery:
                 self._tasks.append(task)
         for task in self._tasks:
             task.add_done_callback(self._ended)
+
+    async def _expire(self, name: str) -> int:
+        """Drop the messages of notifier ``name`` (no longer configured) queued more than
+        ORPHAN_GIVE_UP_S ago, oldest first; returns how many."""
+        dropped = 0
+        while (pending := await self._store.next_pending(name)) is not None:
+            if time.time() - pending.created_at < ORPHAN_GIVE_UP_S:
+                break
+            await self._store.delivered(pending.id)
+            dropped += 1
+            self._count(name, "failed")
+            note = pending.notification
+            log.error(
+                "notification_failed",
+                notifier=name,
+                target=note.target,
+                kind=note.kind,
+                state=note.state,
+                incident_id=note.incident_id,
+                attempts=pending.attempts,
+                error="no notifier of this name is configured any more",
+            )
+        return dropped
+
+    async def _expire_orphans(self) -> None:
+        while not self._stopping:  # runs until stopped, like every worker (see _ended)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_event.wait(), timeout=ORPHAN_CHECK_S)
+            for name in list(self.orphaned):
+                if self._stopping:
+                    return
+                try:
+                    left = self.orphaned[name] - await self._expire(name)
+                except Exception as exc:
+                    log.error("delivery_store_error", notifier=name, error=repr(exc))
+                    continue
+                if left > 0:
+                    self.orphaned[name] = left
+                else:
+                    del self.orphaned[name]
 
     def _ended(self, task: asyncio.Task[None]) -> None:
         # Workers end only when stopped; any other end is a bug that would silence a notifier.

@@ -335,3 +335,29 @@ class TestSupervision:
         await asyncio.wait_for(reported.wait(), 5)
         await delivery.stop(1)
         assert died == ["notify:hook"]
+
+
+class TestOrphans:
+    async def test_messages_of_a_removed_notifier_are_shown_then_dropped_when_stale(
+        self, session: aiohttp.ClientSession
+    ) -> None:
+        """Messages queued for a notifier no longer configured count in pending and are
+        logged at start; those older than 24 h are dropped as failed, with a log line."""
+        store = MemoryStore()
+        now = time.time()
+        stale = _note("api/1", created_at=now - 90_000)
+        fresh = _note("api/2", created_at=now - 60)
+        await _queue(store, ("gone", stale), ("gone", fresh))
+        config = _webhook("http://127.0.0.1:9/")
+        delivery = Delivery(
+            store, {"hook": build_notifier(config, session)}, {"hook": config}, _never_firing
+        )
+        with capture_logs() as logs:
+            await delivery.start()
+        await delivery.stop(1)
+        assert [(e["event"], e.get("incident_id"), e.get("waiting")) for e in logs] == [
+            ("notification_failed", "api/1", None),
+            ("notifier_missing", None, 1),
+        ]
+        assert (delivery.orphaned, delivery.counts) == ({"gone": 1}, {("gone", "failed"): 1})
+        assert await store.pending_counts() == {"gone": 1}
