@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from ruamel.yaml import YAML
 
 from monitor.config import TLS, Alerts, Expect, MonitorFile, Notifier, Target, json_schema
-from monitor.loader import load_config, parse_config
+from monitor.loader import ConfigError, load_config, parse_config
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = ROOT / "config" / "monitor.schema.json"
@@ -90,16 +90,40 @@ class TestSchemaFile:
 
 class TestExamples:
     def test_there_are_examples(self) -> None:
-        """config/examples holds minimal.yaml, so the parametrized tests below run on it."""
-        assert [p.name for p in EXAMPLES] == ["minimal.yaml"]
+        """config/examples holds the examples a user copies, so the tests below run on them."""
+        assert [p.name for p in EXAMPLES] == [
+            "alerting-alertmanager.yaml",
+            "alerting-webhook.yaml",
+            "api-with-token.yaml",
+            "certificate-watch.yaml",
+            "minimal.yaml",
+        ]
 
     @pytest.mark.parametrize("path", ALL_EXAMPLES, ids=lambda p: p.name)
-    def test_loads_without_environment(self, path: Path) -> None:
-        """Every shipped example loads with an empty environment (only ${VAR:-default})."""
-        config = load_config(path, environ={})
+    def test_loads_with_its_secrets_set(self, path: Path) -> None:
+        """Every shipped example loads once the secrets it names (${VAR}) are set."""
+        config = load_config(path, environ={"API_TOKEN": "t0k", "HOOK_TOKEN": "h00k"})
         assert isinstance(config, MonitorFile)
         names = [t["name"] for t in _yaml_data(path)["targets"]]
         assert [t.name for t in config.targets] == names
+
+    @pytest.mark.parametrize(
+        ("name", "line", "variable"),
+        [
+            ("api-with-token.yaml", "10: targets[0].headers.Authorization", "API_TOKEN"),
+            ("alerting-webhook.yaml", "10: notifiers[0].headers.Authorization", "HOOK_TOKEN"),
+        ],
+    )
+    def test_a_missing_secret_is_named_with_its_line(
+        self, name: str, line: str, variable: str
+    ) -> None:
+        """Without its secret an example fails to load, naming the variable and its line."""
+        path = ROOT / "config" / "examples" / name
+        with pytest.raises(ConfigError) as info:
+            load_config(path, environ={})
+        assert info.value.problems == [
+            f"{path}:{line}: ${{{variable}}} is not set in the environment"
+        ]
 
     def test_minimal_has_two_bare_targets(self) -> None:
         """minimal.yaml is two targets with only name and url, everything else default."""
