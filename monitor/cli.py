@@ -184,21 +184,14 @@ def _check_once(config: MonitorFile, settings: Settings, names: list[str], fmt: 
     started = time.perf_counter()
     results = asyncio.run(check_all())
     elapsed_s = time.perf_counter() - started
+    from monitor.oneshot import Verdict, table
+
+    verdicts = [Verdict.of(t, r) for t, r in zip(targets, results, strict=True)]
     if fmt == "json":
-        rows = [
-            {
-                "target": r.target,
-                "ok": r.ok,
-                "reason": r.reason,
-                "status": r.status,
-                "duration_s": round(r.duration_s, 6),
-                "error": r.error,
-            }
-            for r in results
-        ]
+        rows = [v.as_json() for v in verdicts]
         print(json.dumps({"results": rows, "elapsed_s": round(elapsed_s, 6)}, indent=2))
     else:
-        print(_table(results, elapsed_s))
+        print(table(verdicts, elapsed_s))
     return EXIT_OK if all(r.ok for r in results) else EXIT_FAILURE
 
 
@@ -231,20 +224,3 @@ def _some_names(names: list[str]) -> str:
     shown = ", ".join(names[:_SHOWN_NAMES])
     more = len(names) - _SHOWN_NAMES
     return f"{shown} ... and {more} more" if more > 0 else shown
-
-
-def _table(results: list[CheckResult], elapsed_s: float) -> str:
-    header = ("TARGET", "STATUS", "REASON", "TIME", "ERROR")
-    rows = [
-        (r.target, str(r.status or "-"), r.reason, f"{r.duration_s * 1000:.0f}ms", r.error[:80])
-        for r in results
-    ]
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(4)]
-    lines = [
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip()
-        + ("  " + row[4] if row[4] else "")
-        for row in [header, *rows]
-    ]
-    failed = sum(not r.ok for r in results)
-    lines.append(f"{len(results)} checked, {failed} failed in {elapsed_s:.2f}s")
-    return "\n".join(lines)
