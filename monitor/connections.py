@@ -49,7 +49,9 @@ class Connections:
         self.limits = limits
         self._handler = handler
         self._tls = tls
-        self._open: set[Connection] = set()
+        # Insertion order is idleness order: a connection moves to the end when a request
+        # ends, so the first one not busy is the one idle the longest.
+        self._open: dict[Connection, None] = {}
         self._by_handler: dict[asyncio.BaseProtocol, Connection] = {}
         self.closed_busy = 0  # connections refused because every other one was busy
         self.evicted = 0  # idle connections closed to make room for a new one
@@ -73,20 +75,24 @@ class Connections:
     # -- for Connection ------------------------------------------------------------------
     def _admit(self, connection: Connection) -> bool:
         if len(self._open) >= self.limits.max_connections:
-            idle = [c for c in self._open if not c.busy]
-            if not idle:
+            idle = next((c for c in self._open if not c.busy), None)
+            if idle is None:
                 self.closed_busy += 1
                 return False
             self.evicted += 1
-            min(idle, key=lambda c: c.idle_since).abort()
-        self._open.add(connection)
+            idle.abort()
+        self._open[connection] = None
         return True
+
+    def _idle(self, connection: Connection) -> None:
+        if self._open.pop(connection, False) is None:
+            self._open[connection] = None
 
     def _serving(self, connection: Connection, handler: asyncio.BaseProtocol) -> None:
         self._by_handler[handler] = connection
 
     def _forget(self, connection: Connection) -> None:
-        self._open.discard(connection)
+        self._open.pop(connection, None)
         if connection.handler is not None:
             self._by_handler.pop(connection.handler, None)
 
@@ -100,7 +106,6 @@ class Connection(asyncio.Protocol):
         self._raw: asyncio.Transport | None = None
         self.handler: asyncio.Protocol | None = None
         self.busy = 0  # requests in progress
-        self.idle_since = self._loop.time()
         self._deadline: asyncio.TimerHandle | None = None
         self._closed = False
         self._early: list[bytes] = []  # data that came before the handler (right after TLS)
@@ -114,7 +119,7 @@ class Connection(asyncio.Protocol):
 
     def request_finished(self) -> None:
         self.busy -= 1
-        self.idle_since = self._loop.time()
+        self._owner._idle(self)
 
     def abort(self) -> None:
         """Close now, whatever is in progress."""

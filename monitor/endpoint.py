@@ -66,7 +66,7 @@ class Endpoint:
         self.connections: Connections | None = None
         self._runner: web.AppRunner | None = None
         self._server: asyncio.Server | None = None
-        self._rendering: _Rendering | None = None
+        self._rendering: Rendering | None = None
         self.renderings = 0  # how many times the exposition was rendered
         self.port: int | None = None
 
@@ -152,7 +152,7 @@ class Endpoint:
         rendered, compressed (gzip level 1: a tenth of the size at little cost) and written
         before the next, and checks run in between. 200 scrapers at once delayed checks by
         0.1-1 s when each rendered its own: now a scrape that arrives while a rendering is in
-        progress reads that one (see :class:`_Rendering`), so N scrapers cost one rendering.
+        progress reads that one (see :class:`Rendering`), so N scrapers cost one rendering.
         """
         started = time.perf_counter()
         # Joined before the response starts: a client that has the headers is reading it.
@@ -171,16 +171,22 @@ class Endpoint:
         log.debug("scrape", bytes=rendering.size, render_s=round(time.perf_counter() - started, 4))
         return response
 
-    def _join_rendering(self) -> _Rendering:
+    def _join_rendering(self) -> Rendering:
         rendering = self._rendering
         if rendering is None or rendering.finished:
-            rendering = _Rendering(self._metrics.stream(self._registry))
+            rendering = Rendering(self._metrics.stream(self._registry))
             self._rendering = rendering
             self.renderings += 1
             rendering.task.add_done_callback(lambda _t: self._drop(rendering))
+        rendering.joined += 1
         return rendering
 
-    def _drop(self, rendering: _Rendering) -> None:
+    @property
+    def rendering(self) -> Rendering | None:
+        """The rendering in progress, if any."""
+        return self._rendering
+
+    def _drop(self, rendering: Rendering) -> None:
         # The scrapes reading it keep it; the endpoint need not (at 50,000 targets ~7 MB).
         if self._rendering is rendering:
             self._rendering = None
@@ -205,7 +211,7 @@ class Endpoint:
         return web.Response(status=503, text="not ready\n")
 
 
-class _Rendering:
+class Rendering:
     """One rendering of the exposition, gzipped piece by piece, read by every scrape that
     joins while it is in progress.
 
@@ -216,6 +222,7 @@ class _Rendering:
     def __init__(self, source: AsyncIterator[bytes]) -> None:
         self.pieces: list[bytes] = []
         self.size = 0  # bytes of exposition text
+        self.joined = 0  # scrapes that read it
         self.finished = False
         self.error: Exception | None = None
         self._grown = asyncio.Event()

@@ -133,7 +133,7 @@ class WebConfig:
 def load_web_config(path: Path) -> WebConfig:
     """Read and check ``path``; raises :class:`WebConfigError` naming the file and each key."""
     try:
-        data = YAML(typ="safe").load(path.read_bytes())
+        data = YAML(typ="safe").load(path)
     except OSError as exc:
         msg = f"{path}: cannot read: {exc.strerror or exc}"
         raise WebConfigError([msg]) from None
