@@ -104,9 +104,10 @@ class Endpoint:
         self.port = addresses[0][1]
         exposed = [a[0] for a in addresses if not ipaddress.ip_address(a[0]).is_loopback]
         if exposed and not web_config.config.users:
+            shown = host or exposed[0]
             log.warning(
                 "endpoint_unprotected",
-                address=f"{host or exposed[0]}:{self.port}",
+                address=f"[{shown}]:{self.port}" if ":" in shown else f"{shown}:{self.port}",
                 hint="reachable beyond this host without basic auth: set --web-config",
             )
 

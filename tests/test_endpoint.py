@@ -238,11 +238,18 @@ class TestLifecycle:
 
 class TestUnprotectedWarning:
     @pytest.mark.parametrize(
-        ("host", "users", "warned"),
-        [("0.0.0.0", False, True), ("0.0.0.0", True, False), ("127.0.0.1", False, False)],
+        ("host", "users", "shown"),
+        [
+            ("0.0.0.0", False, "0.0.0.0:{port}"),
+            ("::", False, "[::]:{port}"),
+            ("0.0.0.0", True, None),
+            ("127.0.0.1", False, None),
+            ("::1", False, None),
+        ],
     )
-    async def test_warning(self, tmp_path: Path, host: str, users: bool, warned: bool) -> None:
-        """Listening beyond loopback without basic auth logs endpoint_unprotected."""
+    async def test_warning(self, tmp_path: Path, host: str, users: bool, shown: str | None) -> None:
+        """Listening beyond loopback without basic auth logs endpoint_unprotected with the
+        address; with basic auth, or on loopback, nothing is said."""
         web = write_web_config(tmp_path / "web.yml", USERS if users else "")
         with capture_logs() as logs:
             async with running_endpoint(web_config=web, host=host) as endpoint:
@@ -251,11 +258,11 @@ class TestUnprotectedWarning:
             {
                 "event": "endpoint_unprotected",
                 "log_level": "warning",
-                "address": f"0.0.0.0:{port}",
+                "address": (shown or "").format(port=port),
                 "hint": "reachable beyond this host without basic auth: set --web-config",
             }
         ]
-        assert logs == (expected if warned else [])
+        assert logs == (expected if shown else [])
 
 
 class TestSharedRendering:
