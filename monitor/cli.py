@@ -83,6 +83,16 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds in-flight checks may finish on stop "
         f"(MONITOR_SHUTDOWN_GRACE_S, {HELP_DEFAULTS['shutdown_grace_s']})",
     )
+    daemon.add_argument(
+        "--web-config",
+        help="exporter-toolkit web config: TLS and basic auth (MONITOR_WEB_CONFIG, none)",
+    )
+    daemon.add_argument(
+        "--web-enable-lifecycle",
+        action="store_true",
+        default=None,
+        help="allow POST /-/reload (MONITOR_WEB_ENABLE_LIFECYCLE, off: 403)",
+    )
     once.add_argument("--target", "-t", action="append", default=[], help="only this target")
     once.add_argument("--format", choices=["table", "json"], default="table")
     return parser
@@ -135,6 +145,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         "max_concurrency",
         "shutdown_grace_s",
         "state_file",
+        "web_config",
+        "web_enable_lifecycle",
     )
     overrides: dict[str, Any] = {
         key: getattr(args, key) for key in keys if getattr(args, key, None) is not None

@@ -2,30 +2,42 @@
 
 It owns routing and the HTTP side of each answer; what the answers say comes from the
 service: the exposition (:meth:`monitor.metrics.Metrics.stream`), whether the service is
-ready, and the reload itself.
+ready, and the reload itself. Who may ask comes from the web config
+(:mod:`monitor.webconfig`: TLS and basic auth, for every path, as exporter-toolkit does), and
+how many may ask at once, and how slowly, from :mod:`monitor.connections`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 import time
 import zlib
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import structlog
-from aiohttp import web
+from aiohttp import hdrs, web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from monitor.connections import Connections, Limits
 from monitor.metrics import Metrics
+from monitor.webconfig import BasicAuth, WebConfigError, WebConfigWatcher
 
 log = structlog.get_logger("monitor.endpoint")
 
 Reload = Callable[[], Awaitable[list[str]]]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class EndpointError(Exception):
-    """The endpoint cannot listen (the port is taken, the address does not exist)."""
+    """The endpoint cannot start: the port is taken, the address does not exist (exit 1), or
+    the web config is bad (exit 2)."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 class Endpoint:
@@ -37,65 +49,153 @@ class Endpoint:
         registry: CollectorRegistry,
         ready: Callable[[], bool],
         reload: Reload,
+        *,
+        web_config: Path | None = None,
+        lifecycle: bool = False,
+        limits: Limits | None = None,
     ) -> None:
         self._metrics = metrics
         self._registry = registry
         self._ready = ready
         self._reload = reload
+        self._web_config = web_config
+        self._lifecycle = lifecycle
+        self.limits = limits or Limits()
+        self.web: WebConfigWatcher | None = None
+        self.auth = BasicAuth()
+        self.connections: Connections | None = None
         self._runner: web.AppRunner | None = None
+        self._server: asyncio.Server | None = None
+        self._rendering: Rendering | None = None
+        self.renderings = 0  # how many times the exposition was rendered
         self.port: int | None = None
 
     async def start(self, host: str, port: int) -> None:
-        app = web.Application()
+        try:
+            web_config = WebConfigWatcher(self._web_config)
+        except WebConfigError as exc:
+            raise EndpointError(str(exc), exit_code=2) from None
+        self.web = web_config
+        app = web.Application(middlewares=[self._gate])
         app.router.add_get("/metrics", self._serve_metrics)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_post("/-/reload", self._reload_endpoint)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        app.on_response_prepare.append(self._add_headers)
+        self._runner = web.AppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            keepalive_timeout=self.limits.keepalive_timeout_s,
+        )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
+        server = self._runner.server
+        assert server is not None
+        self.connections = Connections(server, lambda: web_config.current().tls, self.limits)
         try:
-            await site.start()
+            self._server = await asyncio.get_running_loop().create_server(
+                self.connections.accept, host, port, reuse_address=True
+            )
         except OSError as exc:
             await self.close()
             msg = f"cannot listen on {host}:{port}: {exc.strerror or exc}"
             raise EndpointError(msg) from None
-        server: Any = site._server
-        self.port = server.sockets[0].getsockname()[1] if server else None
+        addresses = [sock.getsockname() for sock in self._server.sockets]
+        self.port = addresses[0][1]
+        exposed = [a[0] for a in addresses if not ipaddress.ip_address(a[0]).is_loopback]
+        if exposed and not web_config.config.users:
+            shown = host or exposed[0]
+            log.warning(
+                "endpoint_unprotected",
+                address=f"[{shown}]:{self.port}" if ":" in shown else f"{shown}:{self.port}",
+                hint="reachable beyond this host without basic auth: set --web-config",
+            )
 
     async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self.connections is not None:
+            # Those aiohttp never saw: still in their TLS handshake.
+            self.connections.close_all()
+
+    @web.middleware
+    async def _gate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Basic auth for every path, and the connection marked busy while it is served."""
+        assert self.connections is not None
+        assert self.web is not None
+        connection = self.connections.of(request.protocol)
+        if connection is not None:
+            connection.request_started()
+        try:
+            users = self.web.current().users
+            if users and not await self.auth.allows(request.headers.get(hdrs.AUTHORIZATION), users):
+                return web.Response(
+                    status=401, text="Unauthorized\n", headers={hdrs.WWW_AUTHENTICATE: "Basic"}
+                )
+            return await handler(request)
+        finally:
+            if connection is not None:
+                connection.request_finished()
+
+    async def _add_headers(self, _request: web.Request, response: web.StreamResponse) -> None:
+        assert self.web is not None
+        response.headers.update(self.web.config.headers)
 
     async def _serve_metrics(self, request: web.Request) -> web.StreamResponse:
-        """Stream the exposition as it is rendered, piece by piece (see monitor.metrics).
+        """Stream the exposition as it is rendered; concurrent scrapes share one rendering.
 
         At 50,000 targets the text is ~70 MB: built and compressed whole, it held the loop
         for a third of a second and doubled the resident memory. Streamed, each piece is
         rendered, compressed (gzip level 1: a tenth of the size at little cost) and written
-        before the next, and checks run in between.
+        before the next, and checks run in between. 200 scrapers at once delayed checks by
+        0.1-1 s when each rendered its own: now a scrape that arrives while a rendering is in
+        progress reads that one (see :class:`Rendering`), so N scrapers cost one rendering.
         """
         started = time.perf_counter()
-        gzipped = "gzip" in request.headers.get("Accept-Encoding", "")
-        response = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE_LATEST})
+        # Joined before the response starts: a client that has the headers is reading it.
+        rendering = self._join_rendering()
+        gzipped = "gzip" in request.headers.get(hdrs.ACCEPT_ENCODING, "")
+        response = web.StreamResponse(headers={hdrs.CONTENT_TYPE: CONTENT_TYPE_LATEST})
         if gzipped:
-            response.headers["Content-Encoding"] = "gzip"
+            response.headers[hdrs.CONTENT_ENCODING] = "gzip"
         await response.prepare(request)
-        compressor = zlib.compressobj(1, zlib.DEFLATED, 31) if gzipped else None  # 31: gzip
-        size = 0
-        async for piece in self._metrics.stream(self._registry):
-            size += len(piece)
-            data = compressor.compress(piece) if compressor is not None else piece
+        inflate = None if gzipped else zlib.decompressobj(31)  # 31: gzip
+        async for piece in rendering.read():
+            data = inflate.decompress(piece) if inflate is not None else piece
             if data:
                 await response.write(data)
-        if compressor is not None:
-            await response.write(compressor.flush())
         await response.write_eof()
-        log.debug("scrape", bytes=size, render_s=round(time.perf_counter() - started, 4))
+        log.debug("scrape", bytes=rendering.size, render_s=round(time.perf_counter() - started, 4))
         return response
 
+    def _join_rendering(self) -> Rendering:
+        rendering = self._rendering
+        if rendering is None or rendering.finished:
+            rendering = Rendering(self._metrics.stream(self._registry))
+            self._rendering = rendering
+            self.renderings += 1
+            rendering.task.add_done_callback(lambda _t: self._drop(rendering))
+        rendering.joined += 1
+        return rendering
+
+    @property
+    def rendering(self) -> Rendering | None:
+        """The rendering in progress, if any."""
+        return self._rendering
+
+    def _drop(self, rendering: Rendering) -> None:
+        # The scrapes reading it keep it; the endpoint need not (at 50,000 targets ~7 MB).
+        if self._rendering is rendering:
+            self._rendering = None
+
     async def _reload_endpoint(self, _request: web.Request) -> web.Response:
+        if not self._lifecycle:
+            # As Prometheus: reloading over HTTP is off unless asked for.
+            return web.Response(status=403, text="Lifecycle API is not enabled.\n")
         # As Prometheus does: 200 when applied, 500 with the problems otherwise.
         problems = await self._reload()
         if problems:
@@ -110,3 +210,57 @@ class Endpoint:
         if self._ready():
             return web.Response(text="ready\n")
         return web.Response(status=503, text="not ready\n")
+
+
+class Rendering:
+    """One rendering of the exposition, gzipped piece by piece, read by every scrape that
+    joins while it is in progress.
+
+    The pieces are kept until the last reader is done (a late joiner reads from the start):
+    compressed, ~7 MB at 50,000 targets. A scrape without gzip inflates them as it writes.
+    """
+
+    def __init__(self, source: AsyncIterator[bytes]) -> None:
+        self.pieces: list[bytes] = []
+        self.size = 0  # bytes of exposition text
+        self.joined = 0  # scrapes that read it
+        self.finished = False
+        self.error: Exception | None = None
+        self._grown = asyncio.Event()
+        self.task = asyncio.create_task(self._render(source))
+
+    async def _render(self, source: AsyncIterator[bytes]) -> None:
+        compressor = zlib.compressobj(1, zlib.DEFLATED, 31)  # 31: gzip
+        try:
+            async for piece in source:
+                self.size += len(piece)
+                self._add(compressor.compress(piece))
+            self._add(compressor.flush())
+        except Exception as exc:
+            self.error = exc  # each reader raises it: aiohttp logs it and drops the connection
+        finally:
+            self.finished = True
+            self._wake()
+
+    def _add(self, data: bytes) -> None:
+        if data:
+            self.pieces.append(data)
+            self._wake()
+
+    def _wake(self) -> None:
+        self._grown.set()
+        self._grown = asyncio.Event()
+
+    async def read(self) -> AsyncIterator[bytes]:
+        """Every piece, from the first, as they come; raises what the rendering raised."""
+        index = 0
+        while True:
+            while index < len(self.pieces):
+                yield self.pieces[index]
+                index += 1
+            if self.finished:
+                if self.error is not None:
+                    msg = "rendering the metrics failed"
+                    raise RuntimeError(msg) from self.error
+                return
+            await self._grown.wait()

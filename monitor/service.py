@@ -31,6 +31,7 @@ from monitor.collectors import (
     process_registry,
 )
 from monitor.config import MonitorFile, Target
+from monitor.connections import Limits
 from monitor.endpoint import Endpoint, EndpointError
 from monitor.loader import ConfigError, load_config
 from monitor.logs import configure, log_check
@@ -72,7 +73,19 @@ class Service:
             StoreCollector(lambda: self.alerting),
             self.reload_status,
         )
-        self.endpoint = Endpoint(self.metrics, self.registry, self._ready, self.reload)
+        self.endpoint = Endpoint(
+            self.metrics,
+            self.registry,
+            self._ready,
+            self.reload,
+            web_config=settings.web_config,
+            lifecycle=settings.web_enable_lifecycle,
+            limits=Limits(
+                settings.web_max_connections,
+                settings.web_header_timeout_s,
+                settings.web_keepalive_timeout_s,
+            ),
+        )
         self.systemd = SystemdNotifier()
         self.should_exit = asyncio.Event()
         self.force_exit = asyncio.Event()
@@ -124,7 +137,7 @@ class Service:
         try:
             await self.endpoint.start(self.settings.listen_host, self.settings.listen_port)
         except EndpointError as exc:
-            raise StartupError(str(exc)) from None
+            raise StartupError(str(exc), exc.exit_code) from None
         try:
             store = await open_store(self.settings.state_file)
         except StateFileError as exc:

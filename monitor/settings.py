@@ -25,6 +25,14 @@ ENV_PREFIX = "MONITOR_"
 # time includes waiting for the busy event loop (p50 ~265 ms instead of ~70 ms). README, "The
 # seed article's job".
 CHECK_MAX_CONCURRENCY = 1000
+# Bounds of the HTTP endpoint. ~1,100 idle connections once used up the open files and every
+# check failed with "Too many open files": connections are capped (at the cap a new one
+# replaces the longest idle one, or is closed if none is idle), a request head must arrive
+# within the header timeout (slowloris), and an idle keep-alive connection is closed after
+# the keep-alive timeout (75 s outlasts a 60 s scrape interval, so Prometheus keeps its one).
+WEB_MAX_CONNECTIONS = 64
+WEB_HEADER_TIMEOUT_S = 10.0
+WEB_KEEPALIVE_TIMEOUT_S = 75.0
 
 
 class Settings(BaseModel):
@@ -62,6 +70,27 @@ class Settings(BaseModel):
         default=DEFAULT_BUCKETS_S,
         min_length=1,
         description="buckets of monitor_check_duration_seconds (comma-separated in the env)",
+    )
+
+    web_config: Path | None = Field(
+        default=None,
+        description="exporter-toolkit web config file: TLS and basic auth for every path",
+    )
+    web_enable_lifecycle: bool = Field(
+        default=False, description="allow POST /-/reload (403 otherwise), as Prometheus does"
+    )
+    web_max_connections: int = Field(
+        default=WEB_MAX_CONNECTIONS, ge=1, le=10_000, description="HTTP connections at once"
+    )
+    web_header_timeout_s: float = Field(
+        default=WEB_HEADER_TIMEOUT_S,
+        gt=0,
+        description="seconds a connection has to send a whole request head (TLS included)",
+    )
+    web_keepalive_timeout_s: float = Field(
+        default=WEB_KEEPALIVE_TIMEOUT_S,
+        gt=0,
+        description="seconds an idle keep-alive connection stays open",
     )
 
     @model_validator(mode="before")

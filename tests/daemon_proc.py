@@ -59,7 +59,8 @@ class Daemon:
         return await self._request("GET", path)
 
     async def post(self, path: str) -> tuple[int, str]:
-        """POST (empty body) to a path on the metrics port: (status, body)."""
+        """POST (empty body) to a path on the metrics port: (status, body). POST /-/reload
+        answers 403 unless the daemon runs with --web-enable-lifecycle."""
         return await self._request("POST", path)
 
     async def _request(self, method: str, path: str) -> tuple[int, str]:

@@ -27,6 +27,8 @@ ALL_FLAGS = (
     "--listen",
     "--state-file",
     "--shutdown-grace",
+    "--web-config",
+    "--web-enable-lifecycle",
     "--target",
     "--format",
 )
@@ -118,6 +120,8 @@ class TestFlags:
                     "--listen",
                     "--state-file",
                     "--shutdown-grace",
+                    "--web-config",
+                    "--web-enable-lifecycle",
                 },
             ),
             ("check", {"--config", "--max-concurrency", "--target", "--format"}),
@@ -146,6 +150,30 @@ class TestFlags:
         assert "(MONITOR_MAX_CONCURRENCY, 100)" in self._help(capsys, "run")
         out = self._help(capsys, "check")
         assert f"(MONITOR_MAX_CONCURRENCY, {CHECK_MAX_CONCURRENCY})" in out
+
+    def test_web_settings_from_flags_and_environment(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """--web-config and --web-enable-lifecycle reach the settings, the bounds come from
+        MONITOR_WEB_*; without them: no web config, lifecycle off, 64 / 10 s / 75 s."""
+        default = cli._settings(cli._parser().parse_args(["run"]))
+        assert (default.web_config, default.web_enable_lifecycle) == (None, False)
+        assert (
+            default.web_max_connections,
+            default.web_header_timeout_s,
+            default.web_keepalive_timeout_s,
+        ) == (64, 10.0, 75.0)
+        monkeypatch.setenv("MONITOR_WEB_MAX_CONNECTIONS", "8")
+        monkeypatch.setenv("MONITOR_WEB_HEADER_TIMEOUT_S", "0.5")
+        monkeypatch.setenv("MONITOR_WEB_KEEPALIVE_TIMEOUT_S", "5")
+        args = ["run", "--web-config", "web.yml", "--web-enable-lifecycle"]
+        settings = cli._settings(cli._parser().parse_args(args))
+        assert (settings.web_config, settings.web_enable_lifecycle) == (Path("web.yml"), True)
+        assert (
+            settings.web_max_connections,
+            settings.web_header_timeout_s,
+            settings.web_keepalive_timeout_s,
+        ) == (8, 0.5, 5.0)
+        monkeypatch.setenv("MONITOR_WEB_ENABLE_LIFECYCLE", "true")
+        assert cli._settings(cli._parser().parse_args(["run"])).web_enable_lifecycle is True
 
     def test_exit_codes_are_the_services(self) -> None:
         """The CLI's exit codes (kept here so no command but run imports the service) agree."""

@@ -37,6 +37,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from daemon_proc import run_daemon
+from endpoints import HASH, PASSWORD, WebCerts
 from ruamel.yaml import YAML
 from servers import closed_port, serve_app
 
@@ -127,7 +128,8 @@ class TestSystemdUnit:
         assert float(match[1]) <= MAX_EXPOSURE, result.stdout
 
     def test_unit_keeps_the_daemon_contract(self) -> None:
-        """Type=notify with a watchdog, SIGHUP reload, validate first, state in StateDirectory."""
+        """Type=notify with a watchdog, SIGHUP reload, validate first, state in StateDirectory,
+        an open-file limit."""
         unit = _unit_settings(UNIT.read_text())
         assert unit["Type"] == ["notify"]
         assert unit["NotifyAccess"] == ["main"]
@@ -144,6 +146,8 @@ class TestSystemdUnit:
             "MONITOR_LOG_FORMAT=json",
         ]
         assert unit["EnvironmentFile"] == ["-/etc/default/uptime-monitor"]
+        # Enough open files for the largest MONITOR_MAX_CONCURRENCY and the endpoint's cap.
+        assert unit["LimitNOFILE"] == ["65536"]
         # The monitor must reach arbitrary targets.
         assert "IPAddressDeny" not in unit
         assert "PrivateNetwork" not in unit
@@ -183,6 +187,11 @@ class TestSystemdUnit:
             "MONITOR_MAX_CONCURRENCY",
             "MONITOR_SHUTDOWN_GRACE_S",
             "MONITOR_DURATION_BUCKETS_S",
+            "MONITOR_WEB_CONFIG",
+            "MONITOR_WEB_ENABLE_LIFECYCLE",
+            "MONITOR_WEB_MAX_CONNECTIONS",
+            "MONITOR_WEB_HEADER_TIMEOUT_S",
+            "MONITOR_WEB_KEEPALIVE_TIMEOUT_S",
             "API_TOKEN",
             "WEBHOOK_TOKEN",
             "SLACK_WEBHOOK_URL",
@@ -669,3 +678,63 @@ targets:
                     )
                     assert await query(_concrete(status)) == expected
                 assert await daemon.stop() == 0
+
+    @pytest.mark.parametrize("client_cert", [False, True], ids=["basic-auth", "client-cert"])
+    async def test_prometheus_scrapes_over_tls(self, tmp_path: Path, client_cert: bool) -> None:
+        """A real Prometheus scrapes the daemon over TLS with basic auth (and a client
+        certificate when the web config requires one): its target is up."""
+        _tool("prometheus")
+        WebCerts.make(tmp_path)
+        client_auth = (
+            "  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: client-ca.pem\n"
+            if client_cert
+            else ""
+        )
+        web = tmp_path / "web.yml"
+        web.write_text(
+            "tls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\n"
+            f"{client_auth}basic_auth_users:\n  prometheus: '{HASH}'\n"
+        )
+        config = tmp_path / "monitor.yaml"
+        config.write_text(f"targets: [{{name: a, url: 'http://127.0.0.1:{closed_port()}/'}}]\n")
+        tls_config = {"ca_file": str(tmp_path / "ca.pem")}
+        if client_cert:
+            tls_config |= {
+                "cert_file": str(tmp_path / "client.pem"),
+                "key_file": str(tmp_path / "client-key.pem"),
+            }
+        async with run_daemon(config, "--web-config", str(web)) as daemon:
+            prometheus_config = {
+                "global": {"scrape_interval": "1s"},
+                "scrape_configs": [
+                    {
+                        "job_name": "uptime-monitor",
+                        "scheme": "https",
+                        "tls_config": tls_config,
+                        "basic_auth": {"username": "prometheus", "password": PASSWORD},
+                        "static_configs": [{"targets": [f"127.0.0.1:{daemon.port}"]}],
+                    }
+                ],
+            }
+            async with (
+                _prometheus(tmp_path, prometheus_config) as prometheus,
+                aiohttp.ClientSession() as http,
+            ):
+
+                async def target() -> dict[str, Any]:
+                    async with http.get(f"{prometheus}/api/v1/targets") as response:
+                        active = (await response.json())["data"]["activeTargets"]
+                    if not active:  # not discovered yet
+                        return {"health": "unknown"}
+                    (first,) = active
+                    return {k: first[k] for k in ("scrapeUrl", "health", "lastError")}
+
+                found = await _poll(
+                    target, lambda t: t["health"] != "unknown", timeout_s=20, what="a scrape"
+                )
+                assert found == {
+                    "scrapeUrl": f"https://127.0.0.1:{daemon.port}/metrics",
+                    "health": "up",
+                    "lastError": "",
+                }
+            assert await daemon.stop() == 0

@@ -212,7 +212,7 @@ class TestReload:
         """A bad file on POST /-/reload answers 500 with the errors and keeps the old config."""
         config = tmp_path / "m.yaml"
         config.write_text(_targets(site.url, "a:ok"))
-        async with run_daemon(config) as daemon:
+        async with run_daemon(config, "--web-enable-lifecycle") as daemon:
             config.write_text("targets:\n  - {name: a, url: nope}\n")
             status, body = await daemon.post("/-/reload")
             assert status == 500
@@ -263,7 +263,7 @@ class TestReload:
             )
 
         write("hook", "bad:fail")
-        async with run_daemon(config) as daemon:
+        async with run_daemon(config, "--web-enable-lifecycle") as daemon:
             await site.inbox.wait_for(1)
             write("hook2", "bad:fail", "worse:fail")
             assert (await daemon.post("/-/reload"))[0] == 200
@@ -305,7 +305,7 @@ class TestBadInputAtRuntime:
         assert "notifier 'mail': cannot load its ca_file" in failed["error"]
 
         config.write_text(good)
-        async with run_daemon(config) as daemon:
+        async with run_daemon(config, "--web-enable-lifecycle") as daemon:
             config.write_text(bad)
             status, body = await daemon.post("/-/reload")
             assert status == 500
