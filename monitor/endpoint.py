@@ -21,6 +21,7 @@ from aiohttp import hdrs, web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from monitor import __version__
 from monitor.connections import Connections, Limits
 from monitor.metrics import Metrics
 from monitor.webconfig import BasicAuth, WebConfigError, WebConfigWatcher
@@ -77,6 +78,7 @@ class Endpoint:
             raise EndpointError(str(exc), exit_code=2) from None
         self.web = web_config
         app = web.Application(middlewares=[self._gate])
+        app.router.add_get("/", self._index)
         app.router.add_get("/metrics", self._serve_metrics)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
@@ -202,6 +204,10 @@ class Endpoint:
             return web.Response(status=500, text="\n".join(problems) + "\n")
         return web.Response(text="reloaded\n")
 
+    async def _index(self, _request: web.Request) -> web.Response:
+        # As Prometheus exporters do: a page a person who opens the port can follow.
+        return web.Response(text=_INDEX, content_type="text/html")
+
     async def _healthz(self, _request: web.Request) -> web.Response:
         # Answering at all proves the event loop runs.
         return web.Response(text="ok\n")
@@ -264,3 +270,17 @@ class Rendering:
                     raise RuntimeError(msg) from self.error
                 return
             await self._grown.wait()
+
+
+_INDEX = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>uptime-monitor</title></head>
+<body>
+<h1>uptime-monitor {__version__}</h1>
+<ul>
+<li><a href="metrics">/metrics</a>: Prometheus metrics</li>
+<li><a href="healthz">/healthz</a>: 200 while the event loop runs</li>
+<li><a href="readyz">/readyz</a>: 200 once started, 503 while stopping</li>
+</ul>
+</body></html>
+"""
+

@@ -236,6 +236,20 @@ class TestLifecycle:
         assert reloads == ["reload"]
 
 
+class TestIndex:
+    async def test_the_root_page_links_every_endpoint(self) -> None:
+        """GET / is a small HTML page linking /metrics, /healthz and /readyz, not a bare 404."""
+        async with (
+            running_endpoint() as endpoint,
+            session() as http,
+            http.get(_url(endpoint, "/")) as response,
+        ):
+            body = await response.text()
+            assert (response.status, response.content_type) == (200, "text/html")
+        links = [line.split('"')[1] for line in body.splitlines() if "<a href" in line]
+        assert links == ["metrics", "healthz", "readyz"]
+
+
 class TestUnprotectedWarning:
     @pytest.mark.parametrize(
         ("host", "users", "shown"),
