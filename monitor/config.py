@@ -298,7 +298,14 @@ class _Notifier(_Strict):
     )
 
 
-class WebhookNotifier(_Notifier):
+class _HttpNotifier(_Notifier):
+    ca_file: str | None = Field(
+        default=None,
+        description="PEM file of CA certificates to trust instead of the system's",
+    )
+
+
+class WebhookNotifier(_HttpNotifier):
     """JSON POST of the documented payload."""
 
     type: Literal["webhook"]
@@ -306,14 +313,14 @@ class WebhookNotifier(_Notifier):
     headers: dict[str, str] = Field(default_factory=dict, description="e.g. ${VAR} secrets")
 
 
-class SlackNotifier(_Notifier):
+class SlackNotifier(_HttpNotifier):
     """A Slack incoming webhook."""
 
     type: Literal["slack"]
     url: Annotated[str, AfterValidator(_check_url)]
 
 
-class AlertmanagerNotifier(_Notifier):
+class AlertmanagerNotifier(_HttpNotifier):
     """Alerts pushed to Alertmanager's /api/v2/alerts, re-sent while firing."""
 
     type: Literal["alertmanager"]
@@ -341,7 +348,7 @@ class EmailNotifier(_Notifier):
     ca_file: str | None = None
 
 
-class PagerDutyNotifier(_Notifier):
+class PagerDutyNotifier(_HttpNotifier):
     """PagerDuty Events API v2; the incident id is the dedup key."""
 
     type: Literal["pagerduty"]

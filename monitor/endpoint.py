@@ -283,4 +283,3 @@ _INDEX = f"""<!doctype html>
 </ul>
 </body></html>
 """
-

@@ -16,7 +16,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 DEFAULT_PORT = 9834
-# A few buckets: each costs one series per target (10,000 targets: 10,000 series). From loopback and LAN (5 ms, 25 ms) through the internet (100 ms, 250 ms) to slow (1 s, 5 s):
+# A few buckets: each costs one series per target (10,000 targets: 10,000 series). From
+# loopback and LAN (5 ms, 25 ms) through the internet (100 ms, 250 ms) to slow (1 s, 5 s):
 # p99 of a 3 ms check reads under 5 ms, not 99 ms.
 DEFAULT_BUCKETS_S = (0.005, 0.025, 0.1, 0.25, 1.0, 5.0)
 ENV_PREFIX = "MONITOR_"

@@ -296,6 +296,34 @@ class TestWebhook:
         assert str(info.value) == "RuntimeError: Session is closed"
 
 
+class TestPrivateCA:
+    async def test_an_https_receiver_signed_by_a_private_ca(
+        self, session: aiohttp.ClientSession, tls_certs: TLSCerts
+    ) -> None:
+        """An HTTP notifier with ca_file trusts that CA for its https URL; without it the
+        same receiver's certificate is refused."""
+        recv = Receiver()
+        async with serve_app(recv.app(), tls_certs.valid) as url:
+            trusting = webhook(f"{url}/hook", session, ca_file=tls_certs.ca_pem)
+            await trusting.send(down())
+            with pytest.raises(DeliveryError) as refused:
+                await webhook(f"{url}/hook", session).send(down())
+        assert [r.path for r in recv.requests] == ["/hook"]
+        assert re.fullmatch(
+            r"ClientConnectorCertificateError: Cannot connect to host 127\.0\.0\.1:\d+ ssl:True "
+            r"\[SSLCertVerificationError: \(1, '\[SSL: CERTIFICATE_VERIFY_FAILED\] certificate "
+            r"verify failed: unable to get local issuer certificate \(_ssl\.c:\d+\)'\)\]",
+            str(refused.value),
+        ), str(refused.value)
+
+    def test_a_missing_ca_file_fails_at_build(
+        self, session: aiohttp.ClientSession, tmp_path: Path
+    ) -> None:
+        """A ca_file that cannot be read fails when the notifier is built, not at send."""
+        with pytest.raises(FileNotFoundError):
+            webhook("https://h/", session, ca_file=str(tmp_path / "missing.pem"))
+
+
 class TestSlack:
     def _slack(self, url: str, session: aiohttp.ClientSession) -> Slack:
         return Slack(SlackNotifier(name="chat", type="slack", url=url), session)

@@ -28,7 +28,7 @@ class Alertmanager(HttpNotifier):
     """See the module docstring and :meth:`alert`."""
 
     def __init__(self, config: AlertmanagerNotifier, session: aiohttp.ClientSession) -> None:
-        super().__init__(config.name, config.timeout_s, session, config.headers)
+        super().__init__(config.name, config.timeout_s, session, config.headers, config.ca_file)
         self._url = config.url.rstrip("/") + "/api/v2/alerts"
         self.resend_interval_s = config.resend_interval_s
 

@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import email.utils
 import math
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
 
@@ -103,9 +104,15 @@ class HttpNotifier(BaseNotifier):
         timeout_s: float,
         session: aiohttp.ClientSession,
         headers: Mapping[str, str] | None = None,
+        ca_file: str | None = None,
     ) -> None:
         super().__init__(name, timeout_s)
         self._session = session
+        # Built once: loading a CA file is blocking I/O, and a bad one must fail at start
+        # (OSError or ssl.SSLError, which the caller reports as a config error).
+        self._ssl: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=ca_file) if ca_file is not None else True
+        )
         self._headers: CIMultiDict[str] = CIMultiDict(
             {"Content-Type": "application/json", "User-Agent": USER_AGENT}
         )
@@ -114,7 +121,11 @@ class HttpNotifier(BaseNotifier):
     async def _post(self, url: str, payload: object) -> None:
         # Redirects are not followed: a POST that moved is a misconfiguration to surface.
         async with self._session.post(
-            url, data=orjson.dumps(payload), headers=self._headers, allow_redirects=False
+            url,
+            data=orjson.dumps(payload),
+            headers=self._headers,
+            allow_redirects=False,
+            ssl=self._ssl,
         ) as response:
             if 200 <= response.status < 300:
                 return

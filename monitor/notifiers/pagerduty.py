@@ -21,7 +21,7 @@ class PagerDuty(HttpNotifier):
     """See the module docstring and :meth:`event`."""
 
     def __init__(self, config: PagerDutyNotifier, session: aiohttp.ClientSession) -> None:
-        super().__init__(config.name, config.timeout_s, session)
+        super().__init__(config.name, config.timeout_s, session, ca_file=config.ca_file)
         self._url = config.url
         self._routing_key = config.routing_key
 

@@ -28,7 +28,7 @@ class Slack(HttpNotifier):
     """See the module docstring and :meth:`payload`."""
 
     def __init__(self, config: SlackNotifier, session: aiohttp.ClientSession) -> None:
-        super().__init__(config.name, config.timeout_s, session)
+        super().__init__(config.name, config.timeout_s, session, ca_file=config.ca_file)
         self._url = config.url
 
     @staticmethod

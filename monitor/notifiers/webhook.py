@@ -13,7 +13,7 @@ class Webhook(HttpNotifier):
     """The documented payload (see :mod:`monitor.incident`), field for field."""
 
     def __init__(self, config: WebhookNotifier, session: aiohttp.ClientSession) -> None:
-        super().__init__(config.name, config.timeout_s, session, config.headers)
+        super().__init__(config.name, config.timeout_s, session, config.headers, config.ca_file)
         self._url = config.url
 
     async def _deliver(self, notification: Notification) -> None:
