@@ -8,6 +8,7 @@ queues, the service's reload status) and yields families. They live on the expli
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -134,6 +135,10 @@ class ReloadStatus(Collector):
             "When the config was last loaded successfully",
             self.success_ts,
         )
+        # All asyncio tasks of the process: a leak shows here long before memory runs out.
+        yield GaugeMetricFamily(
+            "monitor_asyncio_tasks", "asyncio tasks alive in the daemon", _task_count()
+        )
         build = InfoMetricFamily("monitor_build", "The running version")
         build.add_metric([], {"version": __version__})
         yield build
@@ -148,3 +153,11 @@ def process_registry(*collectors: Collector) -> CollectorRegistry:
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
     return registry
+
+
+def _task_count() -> int:
+    try:
+        return len(asyncio.all_tasks())
+    except RuntimeError:  # no running loop (a scrape outside the daemon, in tests)
+        return 0
+

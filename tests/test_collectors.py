@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -79,3 +81,14 @@ class TestCollectors:
         assert s[("monitor_config_last_reload_successful", ())] == 0
         assert s[("monitor_config_last_reload_success_timestamp_seconds", ())] == 123
         assert s[("monitor_build_info", (("version", __version__),))] == 1
+
+    async def test_asyncio_tasks_are_counted_on_the_loop(self) -> None:
+        """monitor_asyncio_tasks is the number of tasks alive when the scrape runs."""
+        registry = process_registry(ReloadStatus())
+        blocker = asyncio.Event()
+        extra = [asyncio.create_task(blocker.wait()) for _ in range(3)]
+        expected = len(asyncio.all_tasks())
+        s = _samples(registry)
+        blocker.set()
+        await asyncio.gather(*extra)
+        assert s[("monitor_asyncio_tasks", ())] == expected
