@@ -53,7 +53,7 @@ CONTAINERFILE = DEPLOY / "container" / "Containerfile"
 
 INSTALLED_BINARY = "/opt/uptime-monitor/bin/uptime-monitor"
 MAX_EXPOSURE = 2.0
-# Names of the alerts the daemon pushes to Alertmanager itself (monitor/notifiers.py).
+# Names of the alerts the daemon pushes to Alertmanager itself (monitor/notifiers/alertmanager.py).
 DAEMON_ALERTS = {"TargetDown", "TargetDegraded"}
 T = TypeVar("T")
 PACKAGES = {

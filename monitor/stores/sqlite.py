@@ -29,7 +29,7 @@ from monitor.incident import Notification
 from monitor.state import TargetState
 from monitor.stores.base import Pending, StateFileError, Stored
 
-log = structlog.get_logger("monitor.store")
+log = structlog.get_logger("monitor.stores.sqlite")
 
 # How long a write waits for another connection's lock before it fails (and is retried by
 # the writer in monitor.alerting); this runs on the store's own thread, never the loop.
