@@ -127,14 +127,12 @@ class Alerting:
         return None if configs == self._configs else self._new_delivery(configs)
 
     async def reload(self, config: MonitorFile, diff: Diff, delivery: Delivery | None) -> None:
-        """Apply a reload: ``delivery`` from :meth:`prepare`, then the target diff."""
-        if delivery is not None:
-            if self.delivery is not None:
-                # What is queued stays in the outbox; the new workers pick it up.
-                await self.delivery.stop(2.0)
-            self._configs = {n.name: n for n in config.notifiers}
-            self.delivery = delivery
-            await delivery.start()
+        """Apply a reload: the target diff at once, then ``delivery`` from :meth:`prepare`.
+
+        The targets are applied before the first await, in step with the scheduler and the
+        metrics (the service changes all three without yielding), so no result can meet a
+        half-applied reload.
+        """
         now = time.time()
         restarted = [*diff.removed, *(self._targets[n] for n in diff.retargeted)]
         for old in restarted:
@@ -148,6 +146,13 @@ class Alerting:
         for name in (*diff.added, *diff.retargeted):
             self.states[name] = TargetState()
             self.metrics.set_state(name, "unknown")
+        if delivery is not None:
+            if self.delivery is not None:
+                # What is queued stays in the outbox; the new workers pick it up.
+                await self.delivery.stop(2.0)
+            self._configs = {n.name: n for n in config.notifiers}
+            self.delivery = delivery
+            await delivery.start()
 
     def observe(self, target: Target, result: CheckResult) -> bool:
         """Judge one result of a current target; returns whether a quick re-check

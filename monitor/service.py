@@ -240,11 +240,13 @@ class Service:
             log.error("config_reload_failed", problems=exc.problems, kept="the running config")
             return exc.problems
         config, diff = apply(self.config, loaded)
+        # Scheduler, metrics and alerting's targets change together, with no await between
+        # them: a result that arrives meanwhile finds all three old or all three new.
         self.config = config
+        self.scheduler.replace(config.targets)
         self.metrics.set_targets(config.targets)
         if self.alerting is not None:
             await self.alerting.reload(config, diff, delivery)
-        self.scheduler.replace(config.targets)
         _settle_memory()
         self.reload_status.ok(time.time())
         log.info("config_reloaded", **diff.summary())
