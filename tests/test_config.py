@@ -484,10 +484,17 @@ class TestSettings:
             ("0.1,0.5,0.5,1", "Value error, buckets must be strictly increasing"),
             ("", "Tuple should have at least 1 item after validation, not 0"),
             ("0.1,fast", "Value error, could not convert string to float: 'fast'"),
+            ("nan", "Value error, buckets must be finite numbers greater than 0"),
+            ("0.1,nan,1", "Value error, buckets must be finite numbers greater than 0"),
+            ("-1", "Value error, buckets must be finite numbers greater than 0"),
+            ("0,1", "Value error, buckets must be finite numbers greater than 0"),
+            ("0.1,inf", "Value error, buckets must be finite numbers greater than 0"),
+            ("1e999", "Value error, buckets must be finite numbers greater than 0"),
         ],
     )
     def test_bad_buckets(self, monkeypatch: pytest.MonkeyPatch, buckets: str, message: str) -> None:
-        """Buckets that repeat, go down, are missing or are not numbers are rejected."""
+        """Buckets that repeat, go down, are missing, are not numbers, are not finite or are
+        not above 0 are rejected."""
         monkeypatch.setenv("MONITOR_DURATION_BUCKETS_S", buckets)
         with pytest.raises(ValidationError) as info:
             Settings()
