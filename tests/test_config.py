@@ -279,6 +279,64 @@ class TestProblems:
         """IPv6 literals, user info, query and fragment are valid URLs."""
         assert load(f"targets:\n  - name: w\n    url: '{url}'\n").targets[0].url == url
 
+    @pytest.mark.parametrize(
+        ("regex", "message"),
+        [
+            (
+                "a{99999999999}",
+                "repetition {99999999999} is too large: counts may be at most 1,000",
+            ),
+            ("a{2,1001}", "repetition {2,1001} is too large: counts may be at most 1,000"),
+            (
+                "x" * 1001,
+                "a regular expression may be at most 1,000 characters long (this one has 1,001)",
+            ),
+            ("(" * 499 + ")" * 499, "the regular expression is nested too deeply"),
+            (
+                "(?u)ok",
+                "invalid regular expression: bad inline flags: cannot use 'u' flag with a "
+                "bytes pattern at position 3",
+            ),
+            ("(ok", "invalid regular expression: missing ), unterminated subpattern at position 0"),
+        ],
+    )
+    def test_bad_body_regex(self, regex: str, message: str) -> None:
+        """A body_regex that is too long, repeats too often, nests too deeply or does not
+        compile as the checks compile it (bytes) is refused with what is wrong."""
+        text = ONE_TARGET + f"    expect: {{body_regex: '{regex}'}}\n"
+        assert problems(text) == [f"m.yaml:4: targets[0].expect.body_regex: {message}"]
+
+    @pytest.mark.parametrize("regex", ["a{1000}", "a{2,}", r"\{99999\}", "[{]99999}", "x" * 1000])
+    def test_body_regex_within_limits(self, regex: str) -> None:
+        """Counts up to 1,000, escaped braces and braces in a class are accepted."""
+        text = ONE_TARGET + f"    expect: {{body_regex: '{regex}'}}\n"
+        assert load(text).targets[0].expect.body_regex == regex
+
+    @pytest.mark.parametrize(
+        ("headers", "problem"),
+        [
+            (
+                "{'Bad Name': x}",
+                "m.yaml:4: targets[0].headers.Bad Name: header name 'Bad Name' may only have "
+                "letters, digits and !#$%&'*+-.^_`|~",
+            ),
+            (
+                '{X-A: "a\\nb"}',
+                "m.yaml:4: targets[0].headers.X-A: a header value may not contain line "
+                "breaks or other control characters",
+            ),
+        ],
+    )
+    def test_bad_header(self, headers: str, problem: str) -> None:
+        """A header name that is not a token, or a value with a line break, is refused; the
+        value is not shown (headers carry secrets)."""
+        assert problems(ONE_TARGET + f"    headers: {headers}\n") == [problem]
+
+    def test_header_value_may_have_tabs_and_text(self) -> None:
+        """Tabs, spaces and non-ASCII text are allowed in a header value."""
+        text = ONE_TARGET + '    headers: {X-A: "a\\tb c é"}\n'
+        assert load(text).targets[0].headers == {"X-A": "a\tb c é"}
+
     def test_timeout_longer_than_interval(self) -> None:
         """A timeout above the interval is reported on the target's line."""
         text = ONE_TARGET + "    interval: 5s\n    timeout: 10s\n"
