@@ -14,6 +14,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,16 @@ Loc = tuple[str | int, ...]
 
 _ENV_REF = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
+# The largest file read.
+MAX_FILE_BYTES = 32 * 1024 * 1024
+_FILE_KINDS = {
+    stat.S_IFDIR: "directory",
+    stat.S_IFIFO: "FIFO",
+    stat.S_IFCHR: "character device",
+    stat.S_IFBLK: "block device",
+    stat.S_IFSOCK: "socket",
+}
+
 
 class ConfigError(Exception):
     """The file cannot be used; ``problems`` holds one ``file:line: path: message`` each."""
@@ -42,15 +53,52 @@ def load_config(path: Path | str, environ: Mapping[str, str] | None = None) -> M
     """Read, substitute, merge and validate ``path``; raise :class:`ConfigError` if it is bad."""
     path = Path(path)
     env = os.environ if environ is None else environ
+    return parse_config(_read(path), str(path), env)
+
+
+def _read(path: Path) -> str:
+    """The text of ``path``: a regular file of at most MAX_FILE_BYTES, in UTF-8."""
+    too_big = f"{path}: cannot read: it is larger than {_size(MAX_FILE_BYTES)}"
     try:
-        text = path.read_text(encoding="utf-8")
+        # Non-blocking: opening a FIFO to read would otherwise wait for a writer.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         msg = f"{path}: no such file (set it with --config or MONITOR_CONFIG)"
         raise ConfigError([msg]) from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         msg = f"{path}: cannot read: {exc}"
         raise ConfigError([msg]) from None
-    return parse_config(text, str(path), env)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            kind = _FILE_KINDS.get(stat.S_IFMT(info.st_mode), "special file")
+            msg = f"{path}: cannot read: it is a {kind}, not a regular file"
+            raise ConfigError([msg])
+        if info.st_size > MAX_FILE_BYTES:
+            raise ConfigError([too_big])
+        # At most one byte past the limit: the file may have grown since fstat (or, as /proc
+        # files do, report a size of 0).
+        chunks, left = [], MAX_FILE_BYTES + 1
+        while chunk := os.read(fd, min(left, 1 << 20)):
+            chunks.append(chunk)
+            left -= len(chunk)
+        data = b"".join(chunks)
+    except OSError as exc:
+        msg = f"{path}: cannot read: {exc}"
+        raise ConfigError([msg]) from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigError([too_big])
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        msg = f"{path}: cannot read: {exc}"
+        raise ConfigError([msg]) from None
+
+
+def _size(limit: int) -> str:
+    return f"{limit >> 20} MiB" if limit % (1 << 20) == 0 else f"{limit:,} bytes"
 
 
 def parse_config(text: str, filename: str, environ: Mapping[str, str]) -> MonitorFile:

@@ -474,7 +474,7 @@ class TestFileProblems:
     @pytest.mark.parametrize(
         ("kind", "cause"),
         [
-            ("directory", "[Errno 21] Is a directory: '{path}'"),
+            ("directory", "it is a directory, not a regular file"),
             (
                 "latin-1",
                 "'utf-8' codec can't decode byte 0xe9 in position 22: invalid continuation byte",
