@@ -429,8 +429,7 @@ class TestFileProblems:
             ),
             (
                 ONE_TARGET + "    name: again\n",
-                'm.yaml:4: invalid YAML: found duplicate key "name" with value "again" '
-                '(original value: "web")',
+                "m.yaml:4: invalid YAML: duplicate key 'name' (first on line 2)",
             ),
             ("", "m.yaml:1: the file is empty: it needs a 'targets' list"),
             ("# only a comment\n---\n", "m.yaml:1: the file is empty: it needs a 'targets' list"),
