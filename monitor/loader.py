@@ -12,6 +12,7 @@ The file may come from anywhere, so what it can make the loader do is bounded (R
 target file"): only a regular file of at most MAX_FILE_BYTES is read, and before anything is
 built from the YAML, a gate over its events refuses tags, nesting deeper than MAX_DEPTH,
 aliases that contain themselves or expand past a budget, and numbers too long to convert.
+Problems never show a value that came from the environment, a header value or a password.
 """
 
 from __future__ import annotations
@@ -69,6 +70,11 @@ _NUMBER = re.compile(
 )
 # What the fast path must show the gate: a possible tag (!), anchor (&) or directive (%).
 _NEEDS_GATE = re.compile(r"[!&%]")
+# The password of a URL (any scheme, or none) as written in an error: masked.
+_PASSWORD = re.compile(r"^((?:[A-Za-z][A-Za-z0-9+.\-]*:)?//)?([^/?#@\s:]*):([^/?#\s]*)@")
+# A substituted value at least this long is masked wherever it appears in a message;
+# shorter ones would mask unrelated text ("1" in "100-599").
+_MIN_MASKED = 4
 _FILE_KINDS = {
     stat.S_IFDIR: "directory",
     stat.S_IFIFO: "FIFO",
@@ -163,6 +169,10 @@ class _Reading:
     environ: Mapping[str, str]
     lines: dict[Loc, int] = field(default_factory=dict)
     problems: list[tuple[int, str]] = field(default_factory=list)
+    # The text as written of each value that took something from the environment, to show in
+    # its place; and every value taken, to mask wherever it still shows.
+    written: dict[Loc, str] = field(default_factory=dict)
+    secrets: set[str] = field(default_factory=set)
     # Characters the environment added so far (bounded by MAX_FILE_BYTES).
     added: int = 0
 
@@ -191,7 +201,9 @@ def _parse(text: str, filename: str, environ: Mapping[str, str], *, fast: bool) 
         config = None
     if problems or config is None:
         problems.sort(key=lambda p: p[0])
-        raise ConfigError([f"{filename}:{line}: {message}" for line, message in _unique(problems)])
+        raise ConfigError(
+            [f"{filename}:{line}: {_mask(message, reading)}" for line, message in _unique(problems)]
+        )
     return config
 
 
@@ -498,8 +510,10 @@ def _plain(node: object, loc: Loc, reading: _Reading) -> Any:
 def _substitute(text: str, loc: Loc, reading: _Reading) -> str:
     if "$" not in text:  # most values: no regular expression to run
         return text
+    taken = False
 
     def replace(match: re.Match[str]) -> str:
+        nonlocal taken
         if match.group(0) == "$$":
             return "$"
         name, default = match.group(1), match.group(2)
@@ -521,9 +535,14 @@ def _substitute(text: str, loc: Loc, reading: _Reading) -> str:
                 )
                 reading.problems.append((_line_of(loc, reading.lines)[0], msg))
             return ""
+        taken = True
+        reading.secrets.add(value)
         return value
 
-    return _ENV_REF.sub(replace, text)
+    result = _ENV_REF.sub(replace, text)
+    if taken:
+        reading.written[loc] = text
+    return result
 
 
 def _merge(defaults: dict[str, Any], target: dict[str, Any]) -> dict[str, Any]:
@@ -546,8 +565,8 @@ def _duplicate_names(items: list[Any], key: str, reading: _Reading) -> list[tupl
         line = _line_of(loc, reading.lines)[0]
         name = target["name"]
         if name in first_line:
-            first = first_line[name]
-            msg = f"{_dotted(loc)}: duplicate name {name!r} (first used on line {first})"
+            shown, first = _shown(name, loc, reading), first_line[name]
+            msg = f"{_dotted(loc)}: duplicate name {shown!r} (first used on line {first})"
             problems.append((line, msg))
         else:
             first_line[name] = line
@@ -574,7 +593,8 @@ def _unknown_notifiers(
                 where: Loc = (*loc, "alerts", "notifiers", index)
                 line, shown = _line_of(where, reading.lines)
                 choices = ", ".join(sorted(str(k) for k in known)) or "none are configured"
-                msg = f"{_dotted(shown)}: no notifier named {name!r} ({choices})"
+                named = _shown(name, shown, reading)
+                msg = f"{_dotted(shown)}: no notifier named {named!r} ({choices})"
                 problems.append((line, msg))
     return problems
 
@@ -597,6 +617,10 @@ def _explain(
         else:
             message = str(error["msg"]).removeprefix("Value error, ")
             message = message[:1].lower() + message[1:]
+            value = error.get("input")
+            if isinstance(value, str) and error["loc"][-1:] != ("[key]",):
+                # The value as the file writes it: ${VAR} rather than what it stands for.
+                message = message.replace(repr(value), repr(_shown(value, shown, reading)))
         by_loc.setdefault((line, shown), []).append(message)
     # A union's members each fail in their own words: one line, joined by "or".
     return [
@@ -685,6 +709,23 @@ def _dotted(loc: Loc) -> str:
     for part in loc:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
     return text or "(top level)"
+
+
+def _shown(value: str, loc: Loc, reading: _Reading) -> str:
+    """``value`` at ``loc`` as a message may show it: as written in the file if it took
+    something from the environment, ``***`` for a header value, a password masked."""
+    if len(loc) > 1 and loc[-2] == "headers":
+        return "***"
+    return _PASSWORD.sub(r"\1\2:***@", reading.written.get(loc, value))
+
+
+def _mask(message: str, reading: _Reading) -> str:
+    """``message`` without any value the environment gave (a last guard: values are shown as
+    written where the loader knows their place)."""
+    for secret in sorted(reading.secrets, key=len, reverse=True):
+        if len(secret) >= _MIN_MASKED:
+            message = message.replace(secret, "***")
+    return message
 
 
 def _unique(problems: list[tuple[int, str]]) -> list[tuple[int, str]]:

@@ -1,5 +1,5 @@
-"""Hostile input to the loader (:mod:`monitor.loader`): what it refuses, bounded. The ordinary
-file format and its messages are in test_config.py."""
+"""Hostile input to the loader (:mod:`monitor.loader`): what it refuses, bounded, and secrets
+kept out of its messages. The ordinary file format and its messages are in test_config.py."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 import textwrap
 from datetime import timedelta
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -326,6 +327,93 @@ class TestCommandLine:
         )
 
 
+class TestSecrets:
+    ENV: ClassVar[dict[str, str]] = {"PW": "hunter2-pw", "TOKEN": "s3cret-token\r\nX-Evil: 1"}
+
+    def test_password_from_env_in_a_bad_url(self) -> None:
+        """A bad URL whose password came from ${PW} is shown as written, password masked."""
+        text = ONE_TARGET.replace("https://example.com/", '"https://ops:${PW}@exa mple.com/"')
+        assert problems(text, self.ENV) == [
+            "m.yaml:3: targets[0].url: 'https://ops:***@exa mple.com/' is not an http:// or "
+            "https:// URL with a host"
+        ]
+
+    def test_whole_url_from_env(self) -> None:
+        """A bad URL that is all ${VAR} is shown as the reference, not the value."""
+        text = ONE_TARGET.replace("https://example.com/", '"${HOOK}"')
+        assert problems(text, {"HOOK": "ftp://hooks.example/T0/very-secret"}) == [
+            "m.yaml:3: targets[0].url: '${HOOK}' is not an http:// or https:// URL with a host"
+        ]
+
+    def test_literal_password_in_a_bad_url(self) -> None:
+        """A password written in the file itself is masked in the message too."""
+        text = ONE_TARGET.replace("https://example.com/", "'ftp://ops:hunter2@example.com/'")
+        assert problems(text) == [
+            "m.yaml:3: targets[0].url: 'ftp://ops:***@example.com/' is not an http:// or "
+            "https:// URL with a host"
+        ]
+
+    def test_bad_header_from_env(self) -> None:
+        """A header value from ${TOKEN} with a line break is refused without showing it."""
+        text = ONE_TARGET + '    headers: {Authorization: "Bearer ${TOKEN}"}\n'
+        assert problems(text, self.ENV) == [
+            "m.yaml:4: targets[0].headers.Authorization: a header value may not contain line "
+            "breaks or other control characters"
+        ]
+
+    def test_bad_header_inherited_from_defaults(self) -> None:
+        """The same in defaults is one problem, in defaults, without the value."""
+        text = 'defaults:\n  headers:\n    X-Token: "${TOKEN}"\n' + ONE_TARGET
+        assert problems(text, self.ENV) == [
+            "m.yaml:3: defaults.headers.X-Token: a header value may not contain line "
+            "breaks or other control characters"
+        ]
+
+    def test_secret_in_a_value_of_another_kind(self) -> None:
+        """Any value from ${VAR} is shown as written (${VAR}), whatever is wrong with it."""
+        text = ONE_TARGET + '    interval: "${PW}"\n    expect: {status: ["${PW}"]}\n'
+        assert problems(text, self.ENV) == [
+            "m.yaml:4: targets[0].interval: '${PW}' is not a duration: use e.g. 500ms, 30s, "
+            "5m, 1h30m or seconds",
+            "m.yaml:5: targets[0].expect.status[0]: '${PW}' is neither a status code nor a "
+            "class such as 2xx",
+        ]
+
+    def test_secret_as_a_duplicate_name(self) -> None:
+        """Messages the loader writes itself mask substituted values too."""
+        text = 'targets:\n  - {name: "${PW}", url: "https://a.example/"}\n'
+        text += '  - {name: "${PW}", url: "https://b.example/"}\n'
+        assert problems(text, {"PW": "hunter2"}) == [
+            "m.yaml:3: targets[1].name: duplicate name '${PW}' (first used on line 2)"
+        ]
+
+    def test_environment_adds_at_most_32_mib(self) -> None:
+        """${VAR} values may add 32 MiB to the file in all (aliases could repeat one): the
+        value past it is a problem, named by its reference."""
+        text = "targets:\n" + "".join(
+            f"  - {{name: t{i}, url: 'https://t.example/', body: '${{BIG}}'}}\n" for i in range(3)
+        )
+        assert problems(text, {"BIG": "x" * (12 << 20)}) == [
+            "m.yaml:4: targets[2].body: ${BIG}: the values taken from the environment add more "
+            "than 32 MiB to the file"
+        ]
+
+    def test_cli_stderr_has_no_secret(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """`validate` prints the masked URL, and the password appears nowhere in its output."""
+        path = tmp_path / "m.yaml"
+        text = ONE_TARGET.replace("https://example.com/", '"https://ops:${PW}@exa mple.com/"')
+        path.write_text(text, encoding="utf-8")
+        monkeypatch.setenv("PW", "hunter2-pw")
+        assert cli.main(["validate", "-c", str(path)]) == 2
+        assert capsys.readouterr() == (
+            "",
+            f"{path}:3: targets[0].url: 'https://ops:***@exa mple.com/' is not an http:// or "
+            "https:// URL with a host\n",
+        )
+
+
 # Pieces of YAML and of this file format for the property tests to build files from.
 _KEYS = [*_aliases(MonitorFile), *_aliases(Target), "status", "body_regex", "<<", "x"]
 _NESTED_KEYS = {
@@ -335,7 +423,9 @@ _NESTED_KEYS = {
     "headers": ["Authorization", "X-Key", "Bad Name"],
     "labels": ["team", "target", "le", "9x"],
 }
+# Values from the environment that no problem may show.
 _ENV = {"V": "value", "PW": "hunter2-pw", "NL": "line\nbreak-secret"}
+_SECRETS = ("hunter2-pw", "break-secret")
 _SCALARS = [
     "web",
     "https://a.example/",
@@ -437,6 +527,10 @@ def _problems(text: str) -> list[str]:
     return problems
 
 
+def _shown_secrets(problems: list[str]) -> list[str]:
+    return [p for p in problems if any(secret in p for secret in _SECRETS)]
+
+
 _PROPERTY_SETTINGS = settings(
     max_examples=100, deadline=timedelta(seconds=2), suppress_health_check=[HealthCheck.too_slow]
 )
@@ -446,23 +540,26 @@ class TestProperties:
     @_PROPERTY_SETTINGS
     @given(st.dictionaries(st.sampled_from(_KEYS), _value, max_size=4))
     def test_generated_files(self, tree: dict[str, object]) -> None:
-        """A file built from config keys and odd scalars gives a config or file:line problems."""
+        """A file built from config keys and odd scalars gives a config or file:line problems,
+        none showing a secret."""
         problems = _problems(_flow(tree) + "\n")
         assert [p for p in problems if not p.startswith("m.yaml:")] == []
+        assert _shown_secrets(problems) == []
 
     @_PROPERTY_SETTINGS
     @given(_files)
     def test_generated_targets(self, tree: dict[str, object]) -> None:
-        """Targets and defaults with options of about the right shape give a config or
-        file:line problems."""
+        """Targets and defaults with options of about the right shape (secrets from ${VAR}
+        among them) give a config or file:line problems, none showing a secret."""
         problems = _problems(_flow(tree) + "\n")
         assert [p for p in problems if not p.startswith("m.yaml:")] == []
+        assert _shown_secrets(problems) == []
 
     @_PROPERTY_SETTINGS
     @given(st.sampled_from(_EXAMPLES), st.data())
     def test_mutated_files(self, text: str, data: st.DataObject) -> None:
         """Good and hostile files with characters cut, inserted or repeated give a config or
-        file:line problems."""
+        problems, none showing a secret."""
         for _ in range(data.draw(st.integers(1, 4))):
             start = data.draw(st.integers(0, len(text)))
             end = data.draw(st.integers(start, min(len(text), start + 20)))
@@ -476,3 +573,4 @@ class TestProperties:
             text = text[:start] + piece + text[end:]
         problems = _problems(text)
         assert [p for p in problems if not p.startswith("m.yaml")] == []
+        assert _shown_secrets(problems) == []
