@@ -68,8 +68,6 @@ _NUMBER = re.compile(
     r"[-+]?(?:0x[0-9a-fA-F_]+|0o[0-7_]+|0b[01_]+"
     r"|(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)(?:[eE][-+]?[0-9]+)?)"
 )
-# What the fast path must show the gate: a possible tag (!), anchor (&) or directive (%).
-_NEEDS_GATE = re.compile(r"[!&%]")
 # The password of a URL (any scheme, or none) as written in an error: masked.
 _PASSWORD = re.compile(r"^((?:[A-Za-z][A-Za-z0-9+.\-]*:)?//)?([^/?#@\s:]*):([^/?#\s]*)@")
 # A substituted value at least this long is masked wherever it appears in a message;
@@ -219,7 +217,7 @@ def _yaml(text: str, filename: str, *, fast: bool) -> dict[Any, Any]:
             yaml = YAML(typ="safe")
             yaml.Resolver = _DepthResolver
             yaml.Constructor = _SafeConstructor
-            if _NEEDS_GATE.search(text):
+            if _may_have_properties(text):
                 for event in yaml.parse(text):
                     gate.feed(event)
             tree = yaml.load(text)
@@ -249,6 +247,23 @@ def _yaml(text: str, filename: str, *, fast: bool) -> dict[Any, Any]:
         msg = f"{filename}:1: the top level must be a mapping with a 'targets' list"
         raise ConfigError([msg])
     return tree
+
+
+def _may_have_properties(text: str) -> bool:
+    """Whether ``text`` may hold a YAML tag (``!``), anchor (``&``) or directive (``%``).
+
+    Each of these starts a node (or a line), so it follows the start of the text, white space
+    or one of ``[{,:`` (a byte-order mark at most). Elsewhere, as in ``?a=1&b=%20`` in a URL,
+    the character is text: such files need not pay for the gate's pass (~8% of a load).
+    """
+    for char in "!&%":
+        at = text.find(char)
+        while at != -1:
+            before = text[at - 1] if at else " "
+            if before.isspace() or before in "[{,:\ufeff":
+                return True
+            at = text.find(char, at + 1)
+    return False
 
 
 class _Refused(Exception):

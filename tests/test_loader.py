@@ -13,6 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+from ruamel.yaml.events import AliasEvent
 
 from monitor import cli, loader
 from monitor.config import TLS, Alerts, Expect, MonitorFile, Target
@@ -554,6 +557,28 @@ class TestProperties:
         problems = _problems(_flow(tree) + "\n")
         assert [p for p in problems if not p.startswith("m.yaml:")] == []
         assert _shown_secrets(problems) == []
+
+    @_PROPERTY_SETTINGS
+    @given(st.lists(st.sampled_from([*_YAML_NOISE, *_SCALARS, "a", "1", "x: ", "- "]), max_size=30))
+    def test_files_without_properties_skip_the_gate_safely(self, pieces: list[str]) -> None:
+        """Where the loader skips the gate's pass (no ! & % where a node or line starts),
+        libyaml sees no tag, anchor or directive either (an alias then names no anchor, which
+        the composer refuses)."""
+        text = "".join(pieces)
+        if loader._may_have_properties(text):
+            return
+        try:
+            events = list(YAML(typ="safe").parse(text))
+        except YAMLError:
+            return
+        properties = [
+            e
+            for e in events
+            if (getattr(e, "anchor", None) is not None and not isinstance(e, AliasEvent))
+            or getattr(e, "tag", None) is not None
+            or getattr(e, "version", None) is not None
+        ]
+        assert properties == []
 
     @_PROPERTY_SETTINGS
     @given(st.sampled_from(_EXAMPLES), st.data())
