@@ -323,7 +323,7 @@ class TestBadInputAtRuntime:
         config.write_text(_targets(site.url, "a:ok"))
         secret = "hunter2-secret"
         env = {"PW": secret, "TOKEN": f"{secret}\nX-Evil: 1"}
-        async with run_daemon(config, env=env) as daemon:
+        async with run_daemon(config, "--web-enable-lifecycle", env=env) as daemon:
             config.write_text(
                 "targets:\n"
                 '  - name: a\n    url: "https://ops:${PW}@exa mple.com/"\n'
