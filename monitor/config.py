@@ -103,13 +103,40 @@ def _check_status(value: int | str) -> int | str:
 StatusSpec = Annotated[int | str, AfterValidator(_check_status)]
 
 
+# body_regex is compiled for every target at load and by every check: its length and its
+# repetition counts are bounded (``a{99999999999}`` raised OverflowError, not re.error;
+# the checks' tests match ``b{2000}``).
+MAX_REGEX_CHARS = 1000
+MAX_REGEX_REPEAT = 10_000
+# Escapes and character classes first, so that ``\{`` and ``[{]`` are not repetitions.
+_REGEX_REPEAT = re.compile(r"\\.|\[\^?\]?(?:\\.|[^\]\\])*\]|\{(\d*)(?:,(\d*))?\}")
+
+
 def _compile_regex(value: str | None) -> str | None:
-    if value is not None:
-        try:
-            re.compile(value)
-        except re.error as exc:
-            msg = f"invalid regular expression: {exc}"
-            raise ValueError(msg) from None
+    if value is None:
+        return None
+    if len(value) > MAX_REGEX_CHARS:
+        msg = (
+            f"a regular expression may be at most {MAX_REGEX_CHARS:,} characters long "
+            f"(this one has {len(value):,})"
+        )
+        raise ValueError(msg)
+    for match in _REGEX_REPEAT.finditer(value):
+        if any(len(n) > 6 or int(n) > MAX_REGEX_REPEAT for n in match.groups() if n):
+            msg = (
+                f"repetition {match.group(0)} is too large: counts may be at most "
+                f"{MAX_REGEX_REPEAT:,}"
+            )
+            raise ValueError(msg)
+    try:
+        # As the checks compile it: bytes, to match the body without decoding it.
+        re.compile(value.encode())
+    except (re.error, ValueError) as exc:  # ValueError: (?u), or a lone surrogate
+        msg = f"invalid regular expression: {exc}"
+        raise ValueError(msg) from None
+    except RecursionError:
+        msg = "the regular expression is nested too deeply"
+        raise ValueError(msg) from None
     return value
 
 
@@ -131,7 +158,10 @@ class Expect(_Strict):
         default=None, description="text the body must contain (read up to max_body_bytes)"
     )
     body_regex: Annotated[str | None, AfterValidator(_compile_regex)] = Field(
-        default=None, description="regular expression the body must match (Python syntax)"
+        default=None,
+        description="regular expression the body must match (Python syntax); at most "
+        f"{MAX_REGEX_CHARS:,} characters, repetition counts at most {MAX_REGEX_REPEAT:,}",
+        json_schema_extra={"maxLength": MAX_REGEX_CHARS},
     )
     max_latency_s: Duration | None = Field(
         default=None, alias="max_latency", description="a slower answer fails with reason latency"
@@ -200,6 +230,41 @@ _URL = re.compile(
 # Label names the monitor itself puts on its series; a target's own labels may not reuse them.
 RESERVED_LABELS = ("target", "url", "method", "reason", "phase", "state", "le")
 
+# RFC 9110: a header name is a token; a value may not break the request's lines.
+_HEADER_NAME = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
+_HEADER_NAME_RE = re.compile(_HEADER_NAME)
+_HEADER_VALUE = r"^[^\x00-\x08\x0a-\x1f\x7f]*$"
+_HEADER_VALUE_RE = re.compile(_HEADER_VALUE)
+
+
+def _check_header_name(name: str) -> str:
+    if not _HEADER_NAME_RE.match(name):
+        msg = f"header name {name!r} may only have letters, digits and !#$%&'*+-.^_`|~"
+        raise ValueError(msg)
+    return name
+
+
+def _check_header_value(value: str) -> str:
+    # The value is not in the message: headers carry secrets.
+    if not _HEADER_VALUE_RE.match(value):
+        msg = "a header value may not contain line breaks or other control characters"
+        raise ValueError(msg)
+    return value
+
+
+Headers = dict[
+    Annotated[
+        str,
+        AfterValidator(_check_header_name),
+        WithJsonSchema({"type": "string", "pattern": _HEADER_NAME}),
+    ],
+    Annotated[
+        str,
+        AfterValidator(_check_header_value),
+        WithJsonSchema({"type": "string", "pattern": _HEADER_VALUE}),
+    ],
+]
+
 HttpMethod = Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
@@ -223,7 +288,7 @@ class TargetOptions(_Strict):
         default=10.0, alias="timeout", description="give up on a check after this long"
     )
     method: HttpMethod = "GET"
-    headers: dict[str, str] = Field(
+    headers: Headers = Field(
         default_factory=dict, description="request headers; use ${VAR} for secrets"
     )
     body: str | None = Field(default=None, description="request body")
@@ -310,7 +375,7 @@ class WebhookNotifier(_HttpNotifier):
 
     type: Literal["webhook"]
     url: Annotated[str, AfterValidator(_check_url)]
-    headers: dict[str, str] = Field(default_factory=dict, description="e.g. ${VAR} secrets")
+    headers: Headers = Field(default_factory=dict, description="e.g. ${VAR} secrets")
 
 
 class SlackNotifier(_HttpNotifier):
@@ -325,7 +390,7 @@ class AlertmanagerNotifier(_HttpNotifier):
 
     type: Literal["alertmanager"]
     url: Annotated[str, AfterValidator(_check_url)] = Field(description="Alertmanager's base URL")
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: Headers = Field(default_factory=dict)
     resend_interval_s: Duration = Field(
         default=60.0, alias="resend_interval", description="re-send firing alerts this often"
     )

@@ -8,6 +8,7 @@ cost every command 30-75 ms of start-up for a dictionary lookup per field.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -122,6 +123,10 @@ class Settings(BaseModel):
     @field_validator("duration_buckets_s")
     @classmethod
     def _increasing(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        # NaN compares false with everything, so it also slipped past the order check.
+        if not all(math.isfinite(b) and b > 0 for b in value):
+            msg = "buckets must be finite numbers greater than 0"
+            raise ValueError(msg)
         if any(b >= a for a, b in zip(value[1:], value, strict=False)):
             msg = "buckets must be strictly increasing"
             raise ValueError(msg)

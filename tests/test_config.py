@@ -279,6 +279,64 @@ class TestProblems:
         """IPv6 literals, user info, query and fragment are valid URLs."""
         assert load(f"targets:\n  - name: w\n    url: '{url}'\n").targets[0].url == url
 
+    @pytest.mark.parametrize(
+        ("regex", "message"),
+        [
+            (
+                "a{99999999999}",
+                "repetition {99999999999} is too large: counts may be at most 10,000",
+            ),
+            ("a{2,10001}", "repetition {2,10001} is too large: counts may be at most 10,000"),
+            (
+                "x" * 1001,
+                "a regular expression may be at most 1,000 characters long (this one has 1,001)",
+            ),
+            ("(" * 499 + ")" * 499, "the regular expression is nested too deeply"),
+            (
+                "(?u)ok",
+                "invalid regular expression: bad inline flags: cannot use 'u' flag with a "
+                "bytes pattern at position 3",
+            ),
+            ("(ok", "invalid regular expression: missing ), unterminated subpattern at position 0"),
+        ],
+    )
+    def test_bad_body_regex(self, regex: str, message: str) -> None:
+        """A body_regex that is too long, repeats too often, nests too deeply or does not
+        compile as the checks compile it (bytes) is refused with what is wrong."""
+        text = ONE_TARGET + f"    expect: {{body_regex: '{regex}'}}\n"
+        assert problems(text) == [f"m.yaml:4: targets[0].expect.body_regex: {message}"]
+
+    @pytest.mark.parametrize("regex", ["a{10000}", "a{2,}", r"\{99999\}", "[{]99999}", "x" * 1000])
+    def test_body_regex_within_limits(self, regex: str) -> None:
+        """Counts up to 10,000, escaped braces and braces in a class are accepted."""
+        text = ONE_TARGET + f"    expect: {{body_regex: '{regex}'}}\n"
+        assert load(text).targets[0].expect.body_regex == regex
+
+    @pytest.mark.parametrize(
+        ("headers", "problem"),
+        [
+            (
+                "{'Bad Name': x}",
+                "m.yaml:4: targets[0].headers.Bad Name: header name 'Bad Name' may only have "
+                "letters, digits and !#$%&'*+-.^_`|~",
+            ),
+            (
+                '{X-A: "a\\nb"}',
+                "m.yaml:4: targets[0].headers.X-A: a header value may not contain line "
+                "breaks or other control characters",
+            ),
+        ],
+    )
+    def test_bad_header(self, headers: str, problem: str) -> None:
+        """A header name that is not a token, or a value with a line break, is refused; the
+        value is not shown (headers carry secrets)."""
+        assert problems(ONE_TARGET + f"    headers: {headers}\n") == [problem]
+
+    def test_header_value_may_have_tabs_and_text(self) -> None:
+        """Tabs, spaces and non-ASCII text are allowed in a header value."""
+        text = ONE_TARGET + '    headers: {X-A: "a\\tb c é"}\n'
+        assert load(text).targets[0].headers == {"X-A": "a\tb c é"}
+
     def test_timeout_longer_than_interval(self) -> None:
         """A timeout above the interval is reported on the target's line."""
         text = ONE_TARGET + "    interval: 5s\n    timeout: 10s\n"
@@ -371,8 +429,7 @@ class TestFileProblems:
             ),
             (
                 ONE_TARGET + "    name: again\n",
-                'm.yaml:4: invalid YAML: found duplicate key "name" with value "again" '
-                '(original value: "web")',
+                "m.yaml:4: invalid YAML: duplicate key 'name' (first on line 2)",
             ),
             ("", "m.yaml:1: the file is empty: it needs a 'targets' list"),
             ("# only a comment\n---\n", "m.yaml:1: the file is empty: it needs a 'targets' list"),
@@ -416,7 +473,7 @@ class TestFileProblems:
     @pytest.mark.parametrize(
         ("kind", "cause"),
         [
-            ("directory", "[Errno 21] Is a directory: '{path}'"),
+            ("directory", "it is a directory, not a regular file"),
             (
                 "latin-1",
                 "'utf-8' codec can't decode byte 0xe9 in position 22: invalid continuation byte",
@@ -484,10 +541,17 @@ class TestSettings:
             ("0.1,0.5,0.5,1", "Value error, buckets must be strictly increasing"),
             ("", "Tuple should have at least 1 item after validation, not 0"),
             ("0.1,fast", "Value error, could not convert string to float: 'fast'"),
+            ("nan", "Value error, buckets must be finite numbers greater than 0"),
+            ("0.1,nan,1", "Value error, buckets must be finite numbers greater than 0"),
+            ("-1", "Value error, buckets must be finite numbers greater than 0"),
+            ("0,1", "Value error, buckets must be finite numbers greater than 0"),
+            ("0.1,inf", "Value error, buckets must be finite numbers greater than 0"),
+            ("1e999", "Value error, buckets must be finite numbers greater than 0"),
         ],
     )
     def test_bad_buckets(self, monkeypatch: pytest.MonkeyPatch, buckets: str, message: str) -> None:
-        """Buckets that repeat, go down, are missing or are not numbers are rejected."""
+        """Buckets that repeat, go down, are missing, are not numbers, are not finite or are
+        not above 0 are rejected."""
         monkeypatch.setenv("MONITOR_DURATION_BUCKETS_S", buckets)
         with pytest.raises(ValidationError) as info:
             Settings()

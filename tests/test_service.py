@@ -316,6 +316,32 @@ class TestBadInputAtRuntime:
             assert (await daemon.post("/-/reload"))[0] == 200
             assert await daemon.stop() == 0
 
+    async def test_refused_reload_shows_no_secret(self, tmp_path: Path, site: Site) -> None:
+        """A reload refused for a bad URL and a bad header, both with a ${VAR} secret: the
+        500 body and the config_reload_failed event name the keys, never the secret."""
+        config = tmp_path / "m.yaml"
+        config.write_text(_targets(site.url, "a:ok"))
+        secret = "hunter2-secret"
+        env = {"PW": secret, "TOKEN": f"{secret}\nX-Evil: 1"}
+        async with run_daemon(config, "--web-enable-lifecycle", env=env) as daemon:
+            config.write_text(
+                "targets:\n"
+                '  - name: a\n    url: "https://ops:${PW}@exa mple.com/"\n'
+                '    headers: {Authorization: "Bearer ${TOKEN}"}\n'
+            )
+            status, body = await daemon.post("/-/reload")
+            problems = [
+                f"{config}:3: targets[0].url: 'https://ops:***@exa mple.com/' is not an "
+                "http:// or https:// URL with a host",
+                f"{config}:4: targets[0].headers.Authorization: a header value may not "
+                "contain line breaks or other control characters",
+            ]
+            assert (status, body) == (500, "\n".join(problems) + "\n")
+            (failed,) = await daemon.wait_for(lambda e: e.get("event") == "config_reload_failed")
+            assert failed["problems"] == problems
+            assert await daemon.stop() == 0
+        assert secret not in "".join(daemon.raw)
+
 
 class TestReloader:
     async def test_a_reload_that_raises_does_not_stop_later_reloads(self, tmp_path: Path) -> None:
