@@ -160,4 +160,3 @@ def _task_count() -> int:
         return len(asyncio.all_tasks())
     except RuntimeError:  # no running loop (a scrape outside the daemon, in tests)
         return 0
-
