@@ -72,6 +72,8 @@ class Delivery:
         self._stopping = False
         self._stop_event = asyncio.Event()
         self.pending = dict.fromkeys(notifiers, 0)
+        # Ids sent but not yet marked delivered in the store (it refused): never sent again.
+        self._sent: set[int] = set()
         # Messages for notifiers no longer configured: shown, and dropped once stale.
         self.orphaned: dict[str, int] = {}
 
@@ -190,6 +192,11 @@ class Delivery:
         wake = self._wake[name]
         while not self._stopping:
             pending = await self._store.next_pending(name)
+            if pending is not None and pending.id in self._sent:
+                # Sent, but the store refused to mark it: mark it, never send it again.
+                await self._store.delivered(pending.id)
+                self._sent.discard(pending.id)
+                continue
             delay_s = None if pending is None else pending.next_attempt - time.time()
             if pending is None or (delay_s is not None and delay_s > 0):
                 wake.clear()
@@ -230,10 +237,14 @@ class Delivery:
                 **fields,
             )
             return
-        await self._store.delivered(pending.id)
+        # Counted and logged once, when it went out; if marking it fails (store locked or
+        # full), the worker's error path retries only the marking (see _drain).
+        self._sent.add(pending.id)
         self.pending[name] -= 1
         self._count(name, "sent")
         log.info("notification_sent", attempts=pending.attempts + 1, **fields)
+        await self._store.delivered(pending.id)
+        self._sent.discard(pending.id)
 
     async def _resender(self, name: str, notifier: Alertmanager) -> None:
         while not self._stopping:

@@ -286,6 +286,44 @@ class TestWorkerResilience:
             }
         ]
 
+    async def test_a_sent_message_the_store_cannot_mark_is_not_sent_again(
+        self,
+        monkeypatch: pytest.MonkeyPatch,
+        session: aiohttp.ClientSession,
+        receiver: Receiver,
+        hook_url: str,
+    ) -> None:
+        """When marking a sent message delivered fails (store locked or full) for a while,
+        only the marking is retried: the receiver gets the message once, and it is counted
+        and logged once (the soak benchmark saw 7 copies over a 27 s full disk)."""
+        monkeypatch.setattr(delivery_module, "STORE_RETRY_S", 0.01)
+
+        class Unmarkable(MemoryStore):
+            refusals = 3
+
+            async def delivered(self, pending_id: int) -> None:
+                if self.refusals:
+                    self.refusals -= 1
+                    msg = "database or disk is full"
+                    raise sqlite3.OperationalError(msg)
+                await super().delivered(pending_id)
+
+        store = Unmarkable()
+        note = _note()
+        await _queue(store, ("hook", note), ("hook", _note("api/2")))
+        delivery = _delivery(store, _webhook(hook_url), session)
+        with capture_logs() as logs:
+            await delivery.start()
+            await receiver.inbox.wait_for(2)
+            await delivery.stop(5)
+        assert [m["incident_id"] for m in receiver.inbox.received] == ["api/1", "api/2"]
+        assert (delivery.counts, await store.pending_counts()) == ({("hook", "sent"): 2}, {})
+        assert [e["event"] for e in logs] == [
+            "notification_sent",
+            *["delivery_store_error"] * 3,
+            "notification_sent",
+        ]
+
     async def test_counts_carry_over_to_the_next_delivery(
         self, session: aiohttp.ClientSession, receiver: Receiver, hook_url: str
     ) -> None:
