@@ -18,8 +18,11 @@ protocol that parses HTTP) and enforces, with :class:`Connections`:
 
 from __future__ import annotations
 
+import array
 import asyncio
+import fcntl
 import ssl
+import termios
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -75,7 +78,9 @@ class Connections:
     # -- for Connection ------------------------------------------------------------------
     def _admit(self, connection: Connection) -> bool:
         if len(self._open) >= self.limits.max_connections:
-            idle = next((c for c in self._open if not c.busy), None)
+            # asyncio admits a whole batch of accepted sockets before reading any: a scrape
+            # whose request already waits in the kernel is not idle, however new.
+            idle = next((c for c in self._open if not c.busy and not c.request_waiting()), None)
             if idle is None:
                 self.closed_busy += 1
                 return False
@@ -111,6 +116,22 @@ class Connection(asyncio.Protocol):
         self._early: list[bytes] = []  # data that came before the handler (right after TLS)
         self._early_eof = False
         self._starting: asyncio.Task[None] | None = None
+
+    def request_waiting(self) -> bool:
+        """Whether bytes (a request, a TLS hello) wait unread in the kernel for this socket."""
+        if self._early:  # read already, waiting for the handler
+            return True
+        if self._raw is None:
+            return False
+        sock = self._raw.get_extra_info("socket")
+        if sock is None:
+            return False
+        waiting = array.array("i", [0])
+        try:
+            fcntl.ioctl(sock.fileno(), termios.FIONREAD, waiting)
+        except OSError:
+            return False
+        return waiting[0] > 0
 
     # -- what the endpoint tells ---------------------------------------------------------
     def request_started(self) -> None:

@@ -5,6 +5,7 @@ request) and the keep-alive timeout."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -85,6 +86,25 @@ class TestCap:
             assert [await _closed(reader, 5) for reader, _ in idle[:11]] == [True] * 11
             assert _connections(endpoint) == (8, 11, 0, 0)
             assert await _answer(idle[-1]) == b"HTTP/1.1 200 OK ok\n"
+
+    async def test_a_scrape_in_the_same_burst_as_idle_sockets_is_not_evicted(self) -> None:
+        """A scrape whose request waits unread is not taken for idle: 20 idle sockets accepted
+        in the same batch right after it (limit 8) do not evict it; it gets its answer."""
+        limits = Limits(max_connections=8, header_timeout_s=30)
+        async with running_endpoint(limits=limits) as endpoint:
+            port = endpoint.port or 0
+            # Blocking connects without yielding: the loop accepts them all in one batch,
+            # the scrape first, before it reads any.
+            scrape = socket.create_connection(("127.0.0.1", port))
+            scrape.sendall(HEALTHZ)
+            burst = [socket.create_connection(("127.0.0.1", port)) for _ in range(20)]
+            try:
+                reader, writer = await asyncio.open_connection(sock=scrape)
+                assert await _answer((reader, writer), b"") == b"HTTP/1.1 200 OK ok\n"
+                writer.close()
+            finally:
+                for sock in burst:
+                    sock.close()
 
     async def test_when_all_are_busy_a_new_one_is_closed_at_once(self) -> None:
         """4 allowed, 4 scrapes in progress: a fifth connection is closed at once; the four
