@@ -460,8 +460,10 @@ def _converting(construct: Any) -> Any:
             raise ConstructorError(None, None, msg, node.start_mark)
         try:
             return construct(self, node, *args)
-        except (ValueError, OverflowError) as exc:
-            msg = f"{node.value} is not a valid {kind} ({exc}); quote it if it is text"
+        except (ValueError, ArithmeticError, LookupError) as exc:  # IndexError: ruamel, on "-_"
+            # Why a date is no date is worth saying (month 13); Python's words on ints are not.
+            why = f" ({exc})" if kind == "timestamp" else ""
+            msg = f"{node.value} is not a valid {kind}{why}; quote it if it is text"
             raise ConstructorError(None, None, msg, node.start_mark) from None
 
     return converted
