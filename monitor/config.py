@@ -22,6 +22,7 @@ from pydantic import (
     ValidationInfo,
     WithJsonSchema,
     field_validator,
+    model_validator,
 )
 
 from monitor.redaction import safe_url
@@ -335,12 +336,19 @@ def _check_url(value: str) -> str:
     return value.strip()
 
 
+# A check gives up after this long unless told otherwise (or the interval is shorter).
+DEFAULT_TIMEOUT_S = 10.0
+
+
 class TargetOptions(_Strict):
     """Every per-target option that ``defaults`` may set too."""
 
     interval_s: Duration = Field(default=60.0, alias="interval", description="how often to check")
     timeout_s: Duration = Field(
-        default=10.0, alias="timeout", description="give up on a check after this long"
+        default=DEFAULT_TIMEOUT_S,
+        alias="timeout",
+        description="give up on a check after this long; default 10s, or the interval if "
+        "that is shorter and no timeout is set",
     )
     method: HttpMethod = "GET"
     headers: Headers = Field(
@@ -370,6 +378,22 @@ class Target(TargetOptions):
 
     name: Name = Field(description="unique; letters, digits, _ . -")
     url: Annotated[str, AfterValidator(_check_url)]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _timeout_at_most_a_short_interval(cls, data: Any) -> Any:
+        """With no timeout set (here or in defaults), a target checked more often than every
+        10s gives up after its interval: ``interval: 5s`` alone is not an error."""
+        if not isinstance(data, dict) or "timeout" in data or "timeout_s" in data:
+            return data
+        interval = data.get("interval", data.get("interval_s"))
+        if interval is None:  # the default interval (60s) is longer than the default timeout
+            return data
+        try:
+            interval_s = parse_duration(interval)
+        except ValueError:
+            return data  # the interval's own problem
+        return {**data, "timeout": interval_s} if interval_s < DEFAULT_TIMEOUT_S else data
 
     @cached_property
     def safe_url(self) -> str:

@@ -359,6 +359,24 @@ class TestProblems:
             "a check would overlap the next one"
         ]
 
+    @pytest.mark.parametrize(
+        ("options", "timeout"),
+        [
+            ("    interval: 5s\n", 5.0),
+            ("    interval: 30s\n", 10.0),
+            ("    interval: 5s\n    timeout: 2s\n", 2.0),
+            ("", 10.0),
+        ],
+    )
+    def test_default_timeout_is_at_most_the_interval(self, options: str, timeout: float) -> None:
+        """Without a timeout anywhere, a target's timeout is 10s or its interval if shorter."""
+        assert load(ONE_TARGET + options).targets[0].timeout_s == timeout
+
+    def test_default_timeout_follows_an_interval_from_defaults(self) -> None:
+        """`defaults: {interval: 5s}` alone gives every target a 5s timeout."""
+        config = load("defaults:\n  interval: 5s\n" + ONE_TARGET)
+        assert (config.targets[0].interval_s, config.targets[0].timeout_s) == (5.0, 5.0)
+
     def test_every_problem_of_a_target_at_once(self) -> None:
         """A reserved label and a timeout longer than the interval are both reported, and each
         reserved label at its own key."""
