@@ -155,10 +155,16 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _settings_problem(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in e['loc'])} (MONITOR_{str(e['loc'][0]).upper()}): {e['msg']}"
-        for e in exc.errors()
-    )
+    problems = []
+    for error in exc.errors():
+        name = ".".join(str(p) for p in error["loc"])
+        variable = f"MONITOR_{str(error['loc'][0]).upper()}"
+        if error["type"] == "too_short":  # only the buckets have a minimum length
+            message = "at least one bucket is needed"
+        else:  # our validators' own words, without pydantic's prefix
+            message = str(error["msg"]).removeprefix("Value error, ")
+        problems.append(f"{name} ({variable}): {message}")
+    return "; ".join(problems)
 
 
 def _check_once(config: MonitorFile, settings: Settings, names: list[str], fmt: str) -> int:

@@ -19,6 +19,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    ValidationInfo,
     WithJsonSchema,
     field_validator,
     model_validator,
@@ -101,6 +102,12 @@ def _check_status(value: int | str) -> int | str:
 
 
 StatusSpec = Annotated[int | str, AfterValidator(_check_status)]
+_STATUS_SCHEMA: dict[str, Any] = {"anyOf": [{"type": "integer"}, {"type": "string"}]}
+
+
+def _one_or_more(value: object) -> object:
+    """``status: 200`` is the list ``[200]``: one code or class needs no brackets."""
+    return (value,) if isinstance(value, int | str) else value
 
 
 # body_regex is compiled for every target at load and by every check: its length and its
@@ -149,10 +156,22 @@ class _Strict(BaseModel):
 class Expect(_Strict):
     """What a passing check looks like."""
 
-    status: tuple[StatusSpec, ...] = Field(
+    status: Annotated[
+        tuple[StatusSpec, ...],
+        BeforeValidator(_one_or_more),
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {"type": "array", "items": _STATUS_SCHEMA, "minItems": 1},
+                    _STATUS_SCHEMA,
+                ]
+            }
+        ),
+    ] = Field(
         default=("2xx", "3xx"),
         min_length=1,
-        description="accepted status codes and classes such as 2xx; default any 2xx or 3xx",
+        description="accepted status codes and classes such as 2xx, or one of them; "
+        "default any 2xx or 3xx",
     )
     body_contains: str | None = Field(
         default=None, description="text the body must contain (read up to max_body_bytes)"
@@ -222,6 +241,25 @@ class Alerts(_Strict):
 
 
 _NAME = r"^[A-Za-z0-9_.\-]+$"
+_NAME_RE = re.compile(_NAME)
+_NAME_MAX = 200
+
+
+def _check_name(name: str) -> str:
+    if not _NAME_RE.match(name):
+        msg = f"name {name!r} may only have letters, digits, _ . and -"
+        raise ValueError(msg)
+    if len(name) > _NAME_MAX:
+        msg = f"a name may be at most {_NAME_MAX} characters long (this one has {len(name):,})"
+        raise ValueError(msg)
+    return name
+
+
+Name = Annotated[
+    str,
+    AfterValidator(_check_name),
+    WithJsonSchema({"type": "string", "pattern": _NAME, "maxLength": _NAME_MAX}),
+]
 # The scheme is case-insensitive, as RFC 3986 says.
 _URL = re.compile(
     r"(?i)^(https?)://(?:[^@/\s]+@)?(\[[0-9A-Fa-f:.]+\]|[^:/?#\s\[\]]+)(:\d{1,5})?([/?#]\S*)?$"
@@ -229,6 +267,28 @@ _URL = re.compile(
 
 # Label names the monitor itself puts on its series; a target's own labels may not reuse them.
 RESERVED_LABELS = ("target", "url", "method", "reason", "phase", "state", "le")
+_LABEL_NAME = r"^[a-zA-Z_][a-zA-Z0-9_]*$"
+_LABEL_NAME_RE = re.compile(_LABEL_NAME)
+
+
+def _check_label_name(key: str) -> str:
+    # Each key on its own, so that every bad one is reported, at its line.
+    if not _LABEL_NAME_RE.match(key):
+        msg = (
+            f"label name {key!r} must start with a letter or _ and have only letters, digits and _"
+        )
+        raise ValueError(msg)
+    if key in RESERVED_LABELS or key.startswith("__"):
+        msg = f"label {key!r} is reserved (the monitor sets {', '.join(RESERVED_LABELS)})"
+        raise ValueError(msg)
+    return key
+
+
+LabelName = Annotated[
+    str,
+    AfterValidator(_check_label_name),
+    WithJsonSchema({"type": "string", "pattern": _LABEL_NAME}),
+]
 
 # RFC 9110: a header name is a token; a value may not break the request's lines.
 _HEADER_NAME = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
@@ -280,12 +340,19 @@ def _check_url(value: str) -> str:
     return value.strip()
 
 
+# A check gives up after this long unless told otherwise (or the interval is shorter).
+DEFAULT_TIMEOUT_S = 10.0
+
+
 class TargetOptions(_Strict):
     """Every per-target option that ``defaults`` may set too."""
 
     interval_s: Duration = Field(default=60.0, alias="interval", description="how often to check")
     timeout_s: Duration = Field(
-        default=10.0, alias="timeout", description="give up on a check after this long"
+        default=DEFAULT_TIMEOUT_S,
+        alias="timeout",
+        description="give up on a check after this long; default 10s, or the interval if "
+        "that is shorter and no timeout is set",
     )
     method: HttpMethod = "GET"
     headers: Headers = Field(
@@ -305,25 +372,32 @@ class TargetOptions(_Strict):
     expect: Expect = Field(default_factory=Expect)
     tls: TLS = Field(default_factory=TLS)
     alerts: Alerts = Field(default_factory=Alerts)
-    labels: dict[Annotated[str, Field(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")], str] = Field(
+    labels: dict[LabelName, str] = Field(
         default_factory=dict, description="static labels, exported on monitor_target_info"
     )
-
-    @field_validator("labels")
-    @classmethod
-    def _labels_not_reserved(cls, labels: dict[str, str]) -> dict[str, str]:
-        for key in labels:
-            if key in RESERVED_LABELS or key.startswith("__"):
-                msg = f"label {key!r} is reserved (the monitor sets {', '.join(RESERVED_LABELS)})"
-                raise ValueError(msg)
-        return labels
 
 
 class Target(TargetOptions):
     """One URL to check."""
 
-    name: str = Field(pattern=_NAME, max_length=200, description="unique; letters, digits, _ . -")
+    name: Name = Field(description="unique; letters, digits, _ . -")
     url: Annotated[str, AfterValidator(_check_url)]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _timeout_at_most_a_short_interval(cls, data: Any) -> Any:
+        """With no timeout set (here or in defaults), a target checked more often than every
+        10s gives up after its interval: ``interval: 5s`` alone is not an error."""
+        if not isinstance(data, dict) or "timeout" in data or "timeout_s" in data:
+            return data
+        interval = data.get("interval", data.get("interval_s"))
+        if interval is None:  # the default interval (60s) is longer than the default timeout
+            return data
+        try:
+            interval_s = parse_duration(interval)
+        except ValueError:
+            return data  # the interval's own problem
+        return {**data, "timeout": interval_s} if interval_s < DEFAULT_TIMEOUT_S else data
 
     @cached_property
     def safe_url(self) -> str:
@@ -337,15 +411,19 @@ class Target(TargetOptions):
             return min(self.alerts.retry_interval_s, self.interval_s)
         return min(self.interval_s, max(1.0, self.interval_s / 5))
 
-    @model_validator(mode="after")
-    def _timeout_within_interval(self) -> Target:
-        if self.timeout_s > self.interval_s:
+    @field_validator("timeout_s")
+    @classmethod
+    def _timeout_within_interval(cls, timeout_s: float, info: ValidationInfo) -> float:
+        # A field's validator, not the model's: it runs even when another field is bad, so
+        # that every problem of a target is reported at once.
+        interval_s = info.data.get("interval_s")  # absent: the interval is bad itself
+        if interval_s is not None and timeout_s > interval_s:
             msg = (
-                f"timeout ({self.timeout_s:g}s) is longer than interval ({self.interval_s:g}s): "
+                f"timeout ({timeout_s:g}s) is longer than interval ({interval_s:g}s): "
                 "a check would overlap the next one"
             )
             raise ValueError(msg)
-        return self
+        return timeout_s
 
 
 class DefaultOptions(TargetOptions):
@@ -353,7 +431,7 @@ class DefaultOptions(TargetOptions):
 
 
 class _Notifier(_Strict):
-    name: str = Field(pattern=_NAME, max_length=200, description="unique; targets refer to it")
+    name: Name = Field(description="unique; targets refer to it")
     timeout_s: Duration = Field(default=10.0, alias="timeout", description="per delivery attempt")
     give_up_after_s: Duration = Field(
         default=86400.0, alias="give_up_after", description="retry undelivered messages this long"

@@ -73,6 +73,8 @@ _PASSWORD = re.compile(r"^((?:[A-Za-z][A-Za-z0-9+.\-]*:)?//)?([^/?#@\s:]*):([^/?
 # A substituted value at least this long is masked wherever it appears in a message;
 # shorter ones would mask unrelated text ("1" in "100-599").
 _MIN_MASKED = 4
+# What the lists that must not be empty hold, for "at least one ... is needed".
+_ITEMS = {"targets": "target", "status": "status code or class", "to": "recipient"}
 _FILE_KINDS = {
     stat.S_IFDIR: "directory",
     stat.S_IFIFO: "FIFO",
@@ -460,8 +462,10 @@ def _converting(construct: Any) -> Any:
             raise ConstructorError(None, None, msg, node.start_mark)
         try:
             return construct(self, node, *args)
-        except (ValueError, OverflowError) as exc:
-            msg = f"{node.value} is not a valid {kind} ({exc}); quote it if it is text"
+        except (ValueError, ArithmeticError, LookupError) as exc:  # IndexError: ruamel, on "-_"
+            # Why a date is no date is worth saying (month 13); Python's words on ints are not.
+            why = f" ({exc})" if kind == "timestamp" else ""
+            msg = f"{node.value} is not a valid {kind}{why}; quote it if it is text"
             raise ConstructorError(None, None, msg, node.start_mark) from None
 
     return converted
@@ -629,6 +633,9 @@ def _explain(
             message = f"unknown key{_suggest(shown)}"
         elif error["type"] == "missing":
             message = "required key is missing"
+        elif error["type"] == "too_short" and shown and isinstance(shown[-1], str):
+            # Only lists that must not be empty have a minimum length.
+            message = f"at least one {_ITEMS.get(shown[-1], 'value')} is needed"
         else:
             message = str(error["msg"]).removeprefix("Value error, ")
             message = message[:1].lower() + message[1:]

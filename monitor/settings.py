@@ -117,7 +117,16 @@ class Settings(BaseModel):
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):
-            return tuple(float(v) for v in value.split(",") if v.strip())
+            buckets = []
+            for text in (v.strip() for v in value.split(",")):
+                if not text:
+                    continue
+                try:
+                    buckets.append(float(text))
+                except ValueError:
+                    msg = f"{text!r} is not a number"
+                    raise ValueError(msg) from None
+            return tuple(buckets)
         return value
 
     @field_validator("duration_buckets_s")

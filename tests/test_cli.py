@@ -99,6 +99,39 @@ class TestValidate:
             "Input should be a valid integer, unable to parse string as an integer\n"
         )
 
+    @pytest.mark.parametrize(
+        ("name", "value", "problem"),
+        [
+            (
+                "MONITOR_LISTEN",
+                "9834",
+                "listen (MONITOR_LISTEN): '9834' is not HOST:PORT (e.g. 127.0.0.1:9834)",
+            ),
+            (
+                "MONITOR_DURATION_BUCKETS_S",
+                "0.1,fast",
+                "duration_buckets_s (MONITOR_DURATION_BUCKETS_S): 'fast' is not a number",
+            ),
+            (
+                "MONITOR_DURATION_BUCKETS_S",
+                "",
+                "duration_buckets_s (MONITOR_DURATION_BUCKETS_S): at least one bucket is needed",
+            ),
+        ],
+    )
+    def test_bad_setting_in_our_words(
+        self,
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+        name: str,
+        value: str,
+        problem: str,
+    ) -> None:
+        """A bad value is explained without pydantic's "Value error," or tuple lengths."""
+        monkeypatch.setenv(name, value)
+        assert cli.main(["validate"]) == 2
+        assert capsys.readouterr().err == f"uptime-monitor: invalid setting: {problem}\n"
+
 
 class TestFlags:
     def _help(self, capsys: pytest.CaptureFixture[str], *argv: str) -> str:

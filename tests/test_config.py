@@ -110,6 +110,11 @@ class TestStatusSpec:
         item_errors = [(e["loc"], e["msg"]) for e in info.value.errors() if e["loc"] != ("status",)]
         assert item_errors == [(("status", 0), f"Value error, {message}")]
 
+    @pytest.mark.parametrize(("status", "expected"), [(200, (200,)), ("2xx", ("2xx",))])
+    def test_accepts_one_status_for_a_list(self, status: object, expected: tuple[object]) -> None:
+        """`status: 200` is the list [200]: one code or class needs no brackets."""
+        assert Expect.model_validate({"status": status}).status == expected
+
     def test_rejects_empty_list(self) -> None:
         """An empty status list would make every check fail: it is an error."""
         with pytest.raises(ValidationError) as info:
@@ -338,12 +343,74 @@ class TestProblems:
         assert load(text).targets[0].headers == {"X-A": "a\tb c é"}
 
     def test_timeout_longer_than_interval(self) -> None:
-        """A timeout above the interval is reported on the target's line."""
+        """A timeout above the interval is reported at the timeout's line."""
         text = ONE_TARGET + "    interval: 5s\n    timeout: 10s\n"
         assert problems(text) == [
-            "m.yaml:2: targets[0]: timeout (10s) is longer than interval (5s): "
+            "m.yaml:5: targets[0].timeout: timeout (10s) is longer than interval (5s): "
             "a check would overlap the next one"
         ]
+
+    def test_timeout_from_defaults_longer_than_interval(self) -> None:
+        """A timeout set in defaults is as explicit as a target's own: longer than the
+        target's interval, it is an error, said once at its line in defaults."""
+        text = "defaults:\n  timeout: 8s\n" + ONE_TARGET + "    interval: 5s\n"
+        assert problems(text) == [
+            "m.yaml:2: defaults.timeout: timeout (8s) is longer than interval (5s): "
+            "a check would overlap the next one"
+        ]
+
+    @pytest.mark.parametrize(
+        ("options", "timeout"),
+        [
+            ("    interval: 5s\n", 5.0),
+            ("    interval: 30s\n", 10.0),
+            ("    interval: 5s\n    timeout: 2s\n", 2.0),
+            ("", 10.0),
+        ],
+    )
+    def test_default_timeout_is_at_most_the_interval(self, options: str, timeout: float) -> None:
+        """Without a timeout anywhere, a target's timeout is 10s or its interval if shorter."""
+        assert load(ONE_TARGET + options).targets[0].timeout_s == timeout
+
+    def test_default_timeout_follows_an_interval_from_defaults(self) -> None:
+        """`defaults: {interval: 5s}` alone gives every target a 5s timeout."""
+        config = load("defaults:\n  interval: 5s\n" + ONE_TARGET)
+        assert (config.targets[0].interval_s, config.targets[0].timeout_s) == (5.0, 5.0)
+
+    def test_every_problem_of_a_target_at_once(self) -> None:
+        """A reserved label and a timeout longer than the interval are both reported, and each
+        reserved label at its own key."""
+        text = ONE_TARGET + "    interval: 5s\n    timeout: 10s\n    labels: {target: x, url: y}\n"
+        reserved = "(the monitor sets target, url, method, reason, phase, state, le)"
+        assert problems(text) == [
+            "m.yaml:5: targets[0].timeout: timeout (10s) is longer than interval (5s): "
+            "a check would overlap the next one",
+            f"m.yaml:6: targets[0].labels.target: label 'target' is reserved {reserved}",
+            f"m.yaml:6: targets[0].labels.url: label 'url' is reserved {reserved}",
+        ]
+
+    @pytest.mark.parametrize(
+        ("text", "problem"),
+        [
+            (
+                ONE_TARGET + "    labels: {9x: a}\n",
+                "m.yaml:4: targets[0].labels.9x: label name '9x' must start with a letter or _ "
+                "and have only letters, digits and _",
+            ),
+            (
+                ONE_TARGET.replace("name: web", "name: 'a b'"),
+                "m.yaml:2: targets[0].name: name 'a b' may only have letters, digits, _ . and -",
+            ),
+            (
+                ONE_TARGET + "    expect: {status: []}\n",
+                "m.yaml:4: targets[0].expect.status: at least one status code or class is needed",
+            ),
+        ],
+    )
+    def test_problems_in_our_words(self, text: str, problem: str) -> None:
+        """Names, label names and empty lists are explained, not shown as regular expressions
+        or pydantic's tuple lengths."""
+        assert problems(text) == [problem]
 
     def test_missing_name_and_url(self) -> None:
         """A target without name or url is reported at the target's line."""
@@ -437,7 +504,7 @@ class TestFileProblems:
             ("just text\n", "m.yaml:1: the top level must be a mapping with a 'targets' list"),
             (
                 "targets: []\n",
-                "m.yaml:1: targets: tuple should have at least 1 item after validation, not 0",
+                "m.yaml:1: targets: at least one target is needed",
             ),
             ("defaults: {}\n", "m.yaml:1: targets: required key is missing"),
             (
@@ -540,7 +607,7 @@ class TestSettings:
             ("0.5,0.1", "Value error, buckets must be strictly increasing"),
             ("0.1,0.5,0.5,1", "Value error, buckets must be strictly increasing"),
             ("", "Tuple should have at least 1 item after validation, not 0"),
-            ("0.1,fast", "Value error, could not convert string to float: 'fast'"),
+            ("0.1,fast", "Value error, 'fast' is not a number"),
             ("nan", "Value error, buckets must be finite numbers greater than 0"),
             ("0.1,nan,1", "Value error, buckets must be finite numbers greater than 0"),
             ("-1", "Value error, buckets must be finite numbers greater than 0"),

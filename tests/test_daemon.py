@@ -243,7 +243,10 @@ targets:
         assert code == 2
         lines = err.strip().splitlines()
         assert len(lines) == 3, err
-        assert lines[0].startswith(f"{bad}:2: targets[0]: timeout")
+        assert lines[0] == (
+            f"{bad}:2: targets[0].timeout: timeout (9s) is longer than interval (5s): "
+            "a check would overlap the next one"
+        )
         assert any("duplicate name 'a'" in line for line in lines)
         assert any("unknown key 'color'" in line for line in lines)
 

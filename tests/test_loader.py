@@ -217,10 +217,14 @@ class TestHostileYaml:
                 "m.yaml:4: invalid YAML: 2024-02-30 10:00:00 is not a valid timestamp "
                 "(day is out of range for month); quote it if it is text",
             ),
+            ("-_", "m.yaml:4: invalid YAML: -_ is not a valid int; quote it if it is text"),
+            ("0x_", "m.yaml:4: invalid YAML: 0x_ is not a valid int; quote it if it is text"),
+            ("._", "m.yaml:4: invalid YAML: ._ is not a valid float; quote it if it is text"),
         ],
     )
     def test_values_yaml_cannot_convert(self, value: str, problem: str) -> None:
-        """A plain value that looks like a date but is none is an error at its line."""
+        """A plain value YAML reads as a date or number but cannot convert (ruamel raised
+        ValueError or IndexError) is an error at its line."""
         assert problems(ONE_TARGET + f"    body: {value}\n") == [problem]
 
     def test_comment_before_a_continued_value(self) -> None:

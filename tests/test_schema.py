@@ -216,6 +216,18 @@ class TestJsonSchemaValidation:
         assert len(data["notifiers"]) == len(NOTIFIER_MODELS)
         assert [e.message for e in validator.iter_errors(data)] == []
 
+    def test_schema_takes_one_status_alone(self) -> None:
+        """`status: 200` is valid per the schema as for the loader; an empty list is not."""
+        jsonschema = pytest.importorskip("jsonschema")
+        validator = jsonschema.Draft202012Validator(json_schema())
+        target = {"name": "a", "url": "https://example.com/"}
+        files = [{"targets": [{**target, "expect": {"status": s}}]} for s in (200, "2xx", [])]
+        assert [[e.message for e in validator.iter_errors(f)] for f in files] == [
+            [],
+            [],
+            ["[] is not valid under any of the given schemas"],
+        ]
+
     def test_schema_rejects_a_typo(self) -> None:
         """The schema catches an unknown key as the loader does, so the check above has teeth."""
         jsonschema = pytest.importorskip("jsonschema")
