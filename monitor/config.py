@@ -9,8 +9,10 @@ Field names carry units (``interval_s``); the YAML keys are the short aliases op
 from __future__ import annotations
 
 import math
+import os
 import re
 from functools import cached_property
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -147,6 +149,25 @@ def _compile_regex(value: str | None) -> str | None:
     return value
 
 
+def _readable_file(value: str) -> str:
+    """A file the config names must be there now: found at load time with its line, not as
+    an error on every check or delivery later."""
+    path = Path(value)
+    if not path.exists():
+        msg = f"{value!r}: no such file"
+        raise ValueError(msg)
+    if not path.is_file():
+        msg = f"{value!r} is not a file"
+        raise ValueError(msg)
+    if not os.access(path, os.R_OK):
+        msg = f"{value!r} cannot be read by this user"
+        raise ValueError(msg)
+    return value
+
+
+ReadableFile = Annotated[str, AfterValidator(_readable_file)]
+
+
 class _Strict(BaseModel):
     # Unknown keys are errors (a typo must not silently disable an expectation); models are
     # frozen so a running check can never see a half-applied change.
@@ -207,7 +228,7 @@ class TLS(_Strict):
     """How https targets are verified."""
 
     verify: bool = Field(default=True, description="verify the certificate chain and host name")
-    ca_file: str | None = Field(
+    ca_file: ReadableFile | None = Field(
         default=None, description="PEM file of CA certificates to trust instead of the system's"
     )
     expiry_warning_s: Duration = Field(
@@ -442,7 +463,7 @@ class _Notifier(_Strict):
 
 
 class _HttpNotifier(_Notifier):
-    ca_file: str | None = Field(
+    ca_file: ReadableFile | None = Field(
         default=None,
         description="PEM file of CA certificates to trust instead of the system's",
     )
@@ -488,7 +509,7 @@ class EmailNotifier(_Notifier):
     sender: str = Field(alias="from", min_length=3, description="the From address")
     to: tuple[str, ...] = Field(min_length=1, description="recipients")
     tls_verify: bool = True
-    ca_file: str | None = None
+    ca_file: ReadableFile | None = None
 
 
 class PagerDutyNotifier(_HttpNotifier):

@@ -140,22 +140,26 @@ class TestStatusSpec:
         assert [s for s in passing + failing if expect.status_ok(s)] == passing
 
 
+# Any readable file: a ca_file must exist when the config is loaded.
+A_FILE = Path(__file__).as_posix()
+
+
 class TestDefaultsMerge:
-    TEXT = """\
+    TEXT = f"""\
         defaults:
           interval: 30s
-          headers: {User-Agent: probe, Accept: text/html}
-          expect: {status: [200], max_latency: 2s}
-          tls: {verify: false}
-          labels: {env: prod, team: ops}
+          headers: {{User-Agent: probe, Accept: text/html}}
+          expect: {{status: [200], max_latency: 2s}}
+          tls: {{verify: false}}
+          labels: {{env: prod, team: ops}}
         targets:
           - name: a
             url: https://a.example/
             interval: 5m
-            headers: {Accept: application/json, X-Extra: "1"}
-            expect: {body_contains: ok}
-            tls: {ca_file: /ca.pem}
-            labels: {team: web}
+            headers: {{Accept: application/json, X-Extra: "1"}}
+            expect: {{body_contains: ok}}
+            tls: {{ca_file: {A_FILE}}}
+            labels: {{team: web}}
           - name: b
             url: https://b.example/
         """
@@ -179,7 +183,7 @@ class TestDefaultsMerge:
     def test_tls_merges_key_by_key(self) -> None:
         """A target's ca_file does not reset the default verify: false."""
         a = load(self.TEXT).targets[0]
-        assert (a.tls.verify, a.tls.ca_file) == (False, "/ca.pem")
+        assert (a.tls.verify, a.tls.ca_file) == (False, A_FILE)
 
     def test_labels_merge_key_by_key(self) -> None:
         """A target's labels override matching default labels and keep the others."""
@@ -638,3 +642,32 @@ def test_unbracketed_ipv6_listen_is_refused() -> None:
         "Value error, '::1:9834' is not HOST:PORT (e.g. 127.0.0.1:9834)"
     ]
     assert Settings(listen="[::1]:9834").listen_host == "::1"
+
+
+class TestNamedFiles:
+    @pytest.mark.parametrize(
+        ("path", "problem"),
+        [
+            ("/no/such/ca.pem", "'/no/such/ca.pem': no such file"),
+            ("/etc", "'/etc' is not a file"),
+        ],
+    )
+    def test_a_ca_file_that_is_not_there_is_an_error_with_its_line(
+        self, path: str, problem: str
+    ) -> None:
+        """tls.ca_file and a notifier's ca_file are checked at load time, with their line:
+        not found later as an error on every check or delivery."""
+        text = f"""\
+notifiers:
+  - {{name: hook, type: webhook, url: "https://h/", ca_file: {path}}}
+targets:
+  - name: a
+    url: https://a.example/
+    tls: {{ca_file: {path}}}
+"""
+        with pytest.raises(ConfigError) as info:
+            parse_config(text, "m.yaml", {})
+        assert info.value.problems == [
+            f"m.yaml:2: notifiers[0].ca_file: {problem}",
+            f"m.yaml:6: targets[0].tls.ca_file: {problem}",
+        ]

@@ -8,6 +8,7 @@ import errno
 import os
 import re
 import shutil
+import ssl
 import subprocess
 import threading
 import time
@@ -26,7 +27,7 @@ import pytest
 from aiohttp import web
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, ValidationError
 from servers import TLSCerts, closed_port, serve_app
 
 from monitor import __version__
@@ -316,12 +317,15 @@ class TestPrivateCA:
             str(refused.value),
         ), str(refused.value)
 
-    def test_a_missing_ca_file_fails_at_build(
+    def test_a_ca_file_that_is_not_a_bundle_fails_at_build(
         self, session: aiohttp.ClientSession, tmp_path: Path
     ) -> None:
-        """A ca_file that cannot be read fails when the notifier is built, not at send."""
-        with pytest.raises(FileNotFoundError):
-            webhook("https://h/", session, ca_file=str(tmp_path / "missing.pem"))
+        """A ca_file that exists but holds no certificate fails when the notifier is built
+        (at start or reload: a config error), not at send."""
+        junk = tmp_path / "junk.pem"
+        junk.write_text("not a certificate\n")
+        with pytest.raises(ssl.SSLError):
+            webhook("https://h/", session, ca_file=str(junk))
 
 
 class TestSlack:
@@ -913,12 +917,15 @@ class TestEmail:
             f"[Errno {errno.ECONNREFUSED}] Connect call failed ('127.0.0.1', {port})"
         )
 
-    def test_missing_ca_file_fails_at_build(self, tmp_path: Path) -> None:
-        """A ca_file that cannot be read is an error when the notifier is built."""
-        with pytest.raises(FileNotFoundError) as info:
-            email_notifier(25, security="starttls", ca_file=str(tmp_path / "missing.pem"))
-        # The message does not name the file (ssl.SSLContext.load_verify_locations).
-        assert str(info.value) == f"[Errno {errno.ENOENT}] No such file or directory"
+    def test_missing_ca_file_is_a_config_error(self, tmp_path: Path) -> None:
+        """A ca_file that is not there is refused when the config is validated, naming it
+        (ssl's own error would not name the file)."""
+        missing = tmp_path / "missing.pem"
+        with pytest.raises(ValidationError) as info:
+            email_notifier(25, security="starttls", ca_file=str(missing))
+        assert [e["msg"] for e in info.value.errors()] == [
+            f"Value error, '{missing}': no such file"
+        ]
 
 
 class TestBuildNotifier:

@@ -51,6 +51,12 @@ def _uncommented(text: str) -> str:
     return "\n".join(lines[:start] + active) + "\n"
 
 
+def _with_real_ca_file(text: str) -> str:
+    """The example's placeholder CA bundle replaced by a file that exists here (files the
+    config names are checked when it loads)."""
+    return text.replace("/etc/ssl/private-ca.pem", Path(__file__).as_posix())
+
+
 def _notifiers_uncommented(text: str) -> str:
     """The example with its commented-out ``notifiers:`` section and their use switched on."""
     lines = text.splitlines()
@@ -154,7 +160,7 @@ class TestExamples:
 
     def test_commented_out_targets_are_valid_too(self) -> None:
         """Uncommenting the example's extra targets gives a file that loads."""
-        text = _uncommented(EXAMPLE.read_text(encoding="utf-8"))
+        text = _with_real_ca_file(_uncommented(EXAMPLE.read_text(encoding="utf-8")))
         config = parse_config(text, "uncommented.yaml", {"API_TOKEN": "secret"})
         assert [(t.name, t.headers.get("Authorization")) for t in config.targets] == [
             ("monitor-self", None),
@@ -169,6 +175,7 @@ class TestExamples:
     def test_commented_out_notifiers_are_valid_too(self) -> None:
         """Uncommenting the example's notifiers (and targets) gives all five types, in use."""
         text = _uncommented(_notifiers_uncommented(EXAMPLE.read_text(encoding="utf-8")))
+        text = _with_real_ca_file(text)
         config = parse_config(text, "uncommented.yaml", {"API_TOKEN": "secret", **SECRETS})
         assert {type(n) for n in config.notifiers} == set(NOTIFIER_MODELS)
         assert config.defaults.alerts.notifiers == ("ops-webhook", "team-slack")
