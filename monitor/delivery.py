@@ -73,7 +73,7 @@ class Delivery:
         self._stop_event = asyncio.Event()
         self.pending = dict.fromkeys(notifiers, 0)
         # Ids sent but not yet marked delivered in the store (it refused): never sent again.
-        self._sent: set[int] = set()
+        self._sent: dict[int, Callable[[], None]] = {}
         # Messages for notifiers no longer configured: shown, and dropped once stale.
         self.orphaned: dict[str, int] = {}
 
@@ -195,7 +195,7 @@ class Delivery:
             if pending is not None and pending.id in self._sent:
                 # Sent, but the store refused to mark it: mark it, never send it again.
                 await self._store.delivered(pending.id)
-                self._sent.discard(pending.id)
+                self._sent.pop(pending.id)()
                 continue
             delay_s = None if pending is None else pending.next_attempt - time.time()
             if pending is None or (delay_s is not None and delay_s > 0):
@@ -237,14 +237,18 @@ class Delivery:
                 **fields,
             )
             return
-        # Counted and logged once, when it went out; if marking it fails (store locked or
-        # full), the worker's error path retries only the marking (see _drain).
-        self._sent.add(pending.id)
-        self.pending[name] -= 1
-        self._count(name, "sent")
-        log.info("notification_sent", attempts=pending.attempts + 1, **fields)
+
+        def done() -> None:
+            self.pending[name] -= 1
+            self._count(name, "sent")
+            log.info("notification_sent", attempts=pending.attempts + 1, **fields)
+
+        # Marked before it is counted and logged, so that a crash right after the log line
+        # cannot send it again. If marking fails (store locked or full), the worker's error
+        # path retries only the marking (see _drain); the message is never sent twice.
+        self._sent[pending.id] = done
         await self._store.delivered(pending.id)
-        self._sent.discard(pending.id)
+        self._sent.pop(pending.id)()
 
     async def _resender(self, name: str, notifier: Alertmanager) -> None:
         while not self._stopping:

@@ -290,12 +290,14 @@ class TestBadInputAtRuntime:
         assert "Traceback" not in "".join(daemon.raw)
 
     async def test_unusable_notifier_ca_file(self, tmp_path: Path, site: Site) -> None:
-        """An e-mail notifier whose ca_file cannot be read: exit 2 at start, and a reload
-        that introduces one is refused with the old config kept."""
+        """An e-mail notifier whose ca_file holds no certificate (it exists, so the file
+        loads): exit 2 at start, and a reload that introduces one is refused with the old
+        config kept. (A missing file is refused earlier, by the loader, with its line.)"""
         good = _targets(site.url, "a:ok")
+        (tmp_path / "junk.pem").write_text("not a certificate\n")
         bad = (
             "notifiers: [{name: mail, type: email, host: 127.0.0.1, from: m@x.org,"
-            f" to: [o@x.org], ca_file: {tmp_path}/missing.pem}}]\n"
+            f" to: [o@x.org], ca_file: {tmp_path}/junk.pem}}]\n"
         ) + good
         config = tmp_path / "m.yaml"
         config.write_text(bad)
