@@ -10,8 +10,10 @@ substituted, ``defaults`` are merged into each target, and pydantic validates th
 
 The file may come from anywhere, so what it can make the loader do is bounded (README, "The
 target file"): only a regular file of at most MAX_FILE_BYTES is read, and before anything is
-built from the YAML, a gate over its events refuses tags, nesting deeper than MAX_DEPTH,
-aliases that contain themselves or expand past a budget, and numbers too long to convert.
+built from the YAML, a gate over its events refuses what the format does not need and what
+could crash the loader or make it unbounded: tags, directives, nesting deeper than MAX_DEPTH,
+mappings as keys, reused anchors, aliases that contain themselves or expand past a budget,
+and numbers too long to convert.
 Problems never show a value that came from the environment, a header value or a password.
 """
 
