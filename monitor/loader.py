@@ -10,8 +10,10 @@ substituted, ``defaults`` are merged into each target, and pydantic validates th
 
 The file may come from anywhere, so what it can make the loader do is bounded (README, "The
 target file"): only a regular file of at most MAX_FILE_BYTES is read, and before anything is
-built from the YAML, a gate over its events refuses tags, nesting deeper than MAX_DEPTH,
-aliases that contain themselves or expand past a budget, and numbers too long to convert.
+built from the YAML, a gate over its events refuses what the format does not need and what
+could crash the loader or make it unbounded: tags, directives, nesting deeper than MAX_DEPTH,
+mappings as keys, reused anchors, aliases that contain themselves or expand past a budget,
+and numbers too long to convert.
 Problems never show a value that came from the environment, a header value or a password.
 """
 
@@ -73,6 +75,7 @@ _PASSWORD = re.compile(r"^((?:[A-Za-z][A-Za-z0-9+.\-]*:)?//)?([^/?#@\s:]*):([^/?
 # A substituted value at least this long is masked wherever it appears in a message;
 # shorter ones would mask unrelated text ("1" in "100-599").
 _MIN_MASKED = 4
+_COLLECTION_KEY = "a mapping or list as a key is not allowed (keys are names)"
 # What the lists that must not be empty hold, for "at least one ... is needed".
 _ITEMS = {"targets": "target", "status": "status code or class", "to": "recipient"}
 _FILE_KINDS = {
@@ -298,7 +301,7 @@ class _Gate:
     building it. An alias inside its own anchor's value is refused outright.
     """
 
-    __slots__ = ("anchor_lines", "anchors", "budget", "expanded", "stack")
+    __slots__ = ("anchor_lines", "anchors", "budget", "collections", "expanded", "stack")
 
     def __init__(self, budget: int) -> None:
         self.budget = budget
@@ -307,6 +310,7 @@ class _Gate:
         # An anchor's weight once its value is complete; its frame while it is still open.
         self.anchors: dict[str, int | _Frame] = {}
         self.anchor_lines: dict[str, int] = {}
+        self.collections: set[str] = set()  # anchors of mappings and lists
 
     def feed(self, event: Any) -> None:
         kind = type(event)
@@ -329,6 +333,8 @@ class _Gate:
             if len(self.stack) >= MAX_DEPTH:
                 msg = f"nested more than {MAX_DEPTH} levels deep"
                 raise _Refused(event.start_mark.line + 1, self._loc(), msg)
+            if self._at_key():
+                raise _Refused(event.start_mark.line + 1, self._loc(), _COLLECTION_KEY)
             frame = _Frame(event.anchor, is_map=kind is MappingStartEvent)
             if event.anchor is not None:
                 self._define(event)
@@ -339,6 +345,7 @@ class _Gate:
             self._done(frame.weight, None, "?")
             if frame.anchor is not None and self.anchors.get(frame.anchor) is frame:
                 self.anchors[frame.anchor] = frame.weight
+                self.collections.add(frame.anchor)
         elif kind is AliasEvent:
             weight = self.anchors.get(event.anchor, 1)  # undefined: the composer says so
             if isinstance(weight, _Frame):
@@ -347,6 +354,8 @@ class _Gate:
                     "(a value cannot contain itself)"
                 )
                 raise _Refused(event.start_mark.line + 1, self._loc(), msg)
+            if event.anchor in self.collections and self._at_key():
+                raise _Refused(event.start_mark.line + 1, self._loc(), _COLLECTION_KEY)
             self.expanded += weight
             if self.expanded > self.budget:
                 msg = f"the aliases expand to more than {self.budget:,} nodes and characters"
@@ -359,6 +368,7 @@ class _Gate:
                 raise _Refused(event.start_mark.line + 1, (), msg)
             self.anchors.clear()
             self.anchor_lines.clear()
+            self.collections.clear()
 
     def _define(self, event: Any) -> None:
         """A new anchor; reusing a name is refused (YAML allows it, but an alias then means
@@ -380,6 +390,10 @@ class _Gate:
             if parent.is_map and parent.count % 2 == 0:
                 parent.key = key
             parent.count += 1
+
+    def _at_key(self) -> bool:
+        """Whether the next node is a mapping's key."""
+        return bool(self.stack) and self.stack[-1].is_map and self.stack[-1].count % 2 == 0
 
     def _loc(self) -> Loc:
         """Where the next node goes, as the loader's messages show places."""
@@ -434,8 +448,11 @@ class _Converting:
     def check_mapping_key(
         self, node: Any, key_node: Any, mapping: Any, key: Any, value: Any
     ) -> bool:
-        if key not in mapping:
-            return True
+        try:
+            if key not in mapping:
+                return True
+        except TypeError:  # a key holding a mapping (an alias to one), which cannot be hashed
+            raise ConstructorError(None, None, _COLLECTION_KEY, key_node.start_mark) from None
         first = next((k for k, _ in node.value if k.value == key_node.value), key_node)
         where = f" (first on line {first.start_mark.line + 1})" if first is not key_node else ""
         msg = f"duplicate key {key!r}{where}"

@@ -233,6 +233,34 @@ class TestHostileYaml:
         text = "defaults:\n  labels:  # static labels\n   example\n\n" + ONE_TARGET
         assert problems(text) == ["m.yaml:2: defaults.labels: input should be a valid dictionary"]
 
+    @pytest.mark.parametrize(
+        ("text", "problem"),
+        [
+            (
+                "[{a: b}]: x\n" + ONE_TARGET,
+                "m.yaml:1: (top level): a mapping or list as a key is not allowed (keys are names)",
+            ),
+            (
+                "targets:\n  - {name: v, labels: {a: b}}: x\n",
+                "m.yaml:2: targets[0]: a mapping or list as a key is not allowed (keys are names)",
+            ),
+            (
+                ONE_TARGET + "    ? [a, b]\n    : c\n",
+                "m.yaml:4: targets[0]: a mapping or list as a key is not allowed (keys are names)",
+            ),
+        ],
+    )
+    def test_collection_as_a_key(self, text: str, problem: str) -> None:
+        """A mapping or list used as a key (a TypeError when it held a mapping) is refused."""
+        assert problems(text) == [problem]
+
+    def test_alias_of_a_mapping_as_a_key(self) -> None:
+        """An alias to a mapping used as a key is refused like the mapping itself."""
+        text = ONE_TARGET + "    labels: &l {a: b}\n    *l : x\n"
+        assert problems(text) == [
+            "m.yaml:5: targets[0]: a mapping or list as a key is not allowed (keys are names)"
+        ]
+
     def test_notifiers_with_targets_not_a_list(self) -> None:
         """`targets: -1` beside a notifiers list is a problem of its own, not a TypeError."""
         assert problems("notifiers: []\ntargets: -1\n") == [
