@@ -628,7 +628,8 @@ def _unknown_notifiers(
             if isinstance(name, str) and name not in known:
                 where: Loc = (*loc, "alerts", "notifiers", index)
                 line, shown = _line_of(where, reading.lines)
-                choices = ", ".join(sorted(str(k) for k in known)) or "none are configured"
+                names_known = ", ".join(sorted(str(k) for k in known))
+                choices = f"notifiers: {names_known}" if known else "no notifiers are configured"
                 named = _shown(name, shown, reading)
                 msg = f"{_dotted(shown)}: no notifier named {named!r} ({choices})"
                 problems.append((line, msg))

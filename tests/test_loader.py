@@ -273,7 +273,8 @@ class TestHostileYaml:
         text += "targets: [{name: a, url: 'https://a.example/', alerts: {notifiers: [x]}}]\n"
         assert problems(text) == [
             "m.yaml:1: notifiers[0].name: input should be a valid string",
-            "m.yaml:2: targets[0].alerts.notifiers[0]: no notifier named 'x' (none are configured)",
+            "m.yaml:2: targets[0].alerts.notifiers[0]: no notifier named 'x'"
+            " (no notifiers are configured)",
         ]
 
     def test_duplicate_key_does_not_show_values(self) -> None:
