@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CONFIG ?= monitor.example.yaml
 
-.PHONY: run test lint typecheck check-deps schema bench clean
+.PHONY: run test lint typecheck check-deps schema bench bench-cpu clean
 
 # Two stamps: `make run` installs the runtime only; `make test` adds the test tools.
 RUNTIME := $(VENV)/.runtime-installed
@@ -61,6 +61,10 @@ schema: $(RUNTIME)
 
 bench: $(TESTING)
 	$(BIN)/python tests/bench/bench_daemon.py
+
+# Needs nginx, prometheus and prometheus-blackbox-exporter (apt); see tests/bench/README.md.
+bench-cpu: $(BIN)/uptime-monitor
+	$(BIN)/python tests/bench/bench_cpu.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache *.egg-info
