@@ -39,7 +39,6 @@ import io
 import json
 import math
 import os
-import platform
 import select
 import shutil
 import signal
@@ -249,7 +248,7 @@ def run_daemon(
     if package_dir is not None:
         env["PYTHONPATH"] = os.pathsep.join([str(package_dir), env["PYTHONPATH"]])
     log_path = work / "daemon.log"
-    command = [sys.executable, "-m", "monitor", "run", "--config", str(config)]
+    command = [args.python, "-m", "monitor", "run", "--config", str(config)]
     command += ["--listen", f"{HOST}:0", "--log-format", "json"]
     with started([]) as procs:
         with log_path.open("wb") as out, (work / "daemon.stderr").open("wb") as err:
@@ -490,7 +489,7 @@ def bare_loop(base_url: str, n: int, interval_s: float, use_uvloop: bool) -> Non
 
 def run_bare(args: argparse.Namespace, tmp: Path, server: bd.TargetServer, rnd: int) -> Measured:
     label = "bare" if args.bare_loop == "asyncio" else f"bare ({args.bare_loop})"
-    command = [sys.executable, str(Path(__file__).resolve()), "--bare", server.base_url]
+    command = [args.python, str(Path(__file__).resolve()), "--bare", server.base_url]
     command += ["--targets", str(args.targets), "--interval", str(args.interval)]
     command += ["--bare-loop", args.bare_loop]
     with started([]) as procs:
@@ -587,11 +586,23 @@ def ratios(results: list[Measured]) -> list[tuple[str, float]]:
     return out
 
 
+def python_version(python: str) -> str:
+    """``Python 3.11.2 (/usr/bin/python3.11)``: the daemon's interpreter, as run."""
+    code = "import platform, sys; print(platform.python_version(), sys.base_prefix)"
+    try:
+        out = subprocess.run(
+            [python, "-c", code], capture_output=True, text=True, timeout=30, check=True
+        ).stdout.split()
+    except (OSError, subprocess.SubprocessError):
+        return f"Python ? ({python})"
+    return f"Python {out[0]} ({out[1]})" if len(out) == 2 else f"Python ? ({python})"
+
+
 def summary(results: list[Measured], args: argparse.Namespace) -> str:
     head = (
         f"CPU per check: {args.targets:,} targets every {args.interval:g} s, new connection"
         f" per check, nginx x{args.nginx_workers}; warm-up {args.warmup:g} s, window"
-        f" {args.duration:g} s; {os.cpu_count()} CPUs, Python {platform.python_version()},"
+        f" {args.duration:g} s; {os.cpu_count()} CPUs, {python_version(args.python)},"
         f" revision {bd.revision()}"
     )
     cols = [
@@ -643,9 +654,8 @@ def summary(results: list[Measured], args: argparse.Namespace) -> str:
         for name in names:
             values = [v for n, v in pairs if n == name]
             each = ", ".join(f"{v:.2f}" for v in values)
-            mid = statistics.median(values)
-            extra = f"   (rounds: {each}; median {mid:.2f})" if len(values) > 1 else ""
-            lines.append(f"ratio {name} (µs per check): {values[-1]:.2f}{extra}")
+            rounds = f"   (median of rounds: {each})" if len(values) > 1 else ""
+            lines.append(f"ratio {name}, µs per check: {statistics.median(values):.2f}{rounds}")
     lines.append("")
     lines += [
         "CPU % is of one core over the window (sys %: the part in the kernel: connect, send,",
@@ -685,6 +695,12 @@ def _parser() -> argparse.ArgumentParser:
         default="asyncio",
         help="event loop of the bare aiohttp loop (asyncio)",
     )
+    p.add_argument(
+        "--python",
+        default=sys.executable,
+        help="interpreter of the daemon and the bare loop, with the project's dependencies"
+        " installed (this one)",
+    )
     p.add_argument("--nginx-workers", type=int, default=2, help="nginx worker processes (2)")
     p.add_argument("--ready-timeout", type=float, default=120.0, help="wait for ready, s (120)")
     p.add_argument("--json", action="store_true", help="print the results as JSON instead")
@@ -720,10 +736,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     if args.bare_loop == "uvloop" and "bare" in subjects:
-        try:
-            import uvloop  # noqa: F401
-        except ImportError:
-            print("bench_cpu: --bare-loop uvloop: pip install uvloop", file=sys.stderr)
+        found = subprocess.run(
+            [args.python, "-c", "import uvloop"], check=False, capture_output=True
+        )
+        if found.returncode != 0:
+            print(f"bench_cpu: --bare-loop uvloop: no uvloop in {args.python}", file=sys.stderr)
             return 1
 
     def on_term(_sig: int, _frame: object) -> None:
@@ -741,7 +758,17 @@ def main(argv: list[str] | None = None) -> int:
             | {"checks_per_s": r.checks_per_s, "cpu_pct": r.cpu_pct, "us_per_check": r.us_per_check}
             for r in results
         ]
-        print(json.dumps({"results": out, "ratios": ratios(results)}, indent=2))
+        config = {
+            key: getattr(args, key)
+            for key in ("targets", "interval", "warmup", "duration", "rounds", "nginx_workers")
+        }
+        config |= {
+            "cpus": os.cpu_count(),
+            "python": python_version(args.python),
+            "revision": bd.revision(),
+        }
+        report = {"config": config, "results": out, "ratios": ratios(results)}
+        print(json.dumps(report, indent=2))
     else:
         print(summary(results, args))
     return 0
