@@ -63,7 +63,7 @@ bench: $(TESTING)
 	$(BIN)/python tests/bench/bench_daemon.py
 
 # Needs nginx, prometheus and prometheus-blackbox-exporter (apt); see tests/bench/README.md.
-bench-cpu: $(BIN)/uptime-monitor
+bench-cpu: $(TESTING)
 	$(BIN)/python tests/bench/bench_cpu.py
 
 clean:
