@@ -118,16 +118,11 @@ class Delivery:
             await self._store.delivered(pending.id)
             dropped += 1
             self._count(name, "failed")
-            note = pending.notification
             log.error(
                 "notification_failed",
-                notifier=name,
-                target=note.target,
-                kind=note.kind,
-                state=note.state,
-                incident_id=note.incident_id,
                 attempts=pending.attempts,
                 error="no notifier of this name is configured any more",
+                **_fields(name, pending.notification),
             )
         return dropped
 
@@ -141,7 +136,7 @@ class Delivery:
                 try:
                     left = self.orphaned[name] - await self._expire(name)
                 except Exception as exc:
-                    log.error("delivery_store_error", notifier=name, error=repr(exc))
+                    log.error("delivery_store_error", notifier=name, error=_describe(exc))
                     continue
                 if left > 0:
                     self.orphaned[name] = left
@@ -182,7 +177,7 @@ class Delivery:
                 log.error(
                     "delivery_store_error",
                     notifier=name,
-                    error=f"{type(exc).__name__}: {exc}",
+                    error=_describe(exc),
                     retry_in_s=STORE_RETRY_S,
                 )
                 with contextlib.suppress(TimeoutError):
@@ -208,13 +203,7 @@ class Delivery:
     async def _attempt(self, name: str, pending: Pending) -> None:
         config = self._configs[name]
         note = pending.notification
-        fields: dict[str, Any] = {
-            "notifier": name,
-            "target": note.target,
-            "kind": note.kind,
-            "state": note.state,
-            "incident_id": note.incident_id,
-        }
+        fields = _fields(name, note)
         try:
             await self._notifiers[name].send(note)
         except DeliveryError as exc:
@@ -266,3 +255,18 @@ class Delivery:
                 log.warning(
                     "alert_resend_failed", notifier=name, alerts=len(firing), error=str(exc)
                 )
+
+
+def _fields(notifier: str, note: Notification) -> dict[str, Any]:
+    """What every delivery log line says about the message."""
+    return {
+        "notifier": notifier,
+        "target": note.target,
+        "kind": note.kind,
+        "state": note.state,
+        "incident_id": note.incident_id,
+    }
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
