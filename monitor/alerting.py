@@ -30,25 +30,27 @@ from monitor.checks import CheckResult
 from monitor.config import MonitorFile, Target
 from monitor.config import Notifier as NotifierConfig
 from monitor.delivery import Delivery
+from monitor.fleet import decide as decide_fleet
+from monitor.fleet import locations_map
 from monitor.incident import Notification, messages, open_incident, resolve_removed
 from monitor.loader import ConfigError
 from monitor.metrics import Metrics
 from monitor.notifiers import BaseNotifier, build_notifier
 from monitor.reload import Diff, same_subject
-from monitor.state import INCIDENT_STATES, Observation, Policy, Step, TargetState, step
-from monitor.stores import StateStore
+from monitor.state import INCIDENT_STATES, Change, Observation, Policy, Step, TargetState, step
+from monitor.stores import Decision, FleetView, StateStore, Stored, StoreUnavailable, Subject
 
 log = structlog.get_logger("monitor.alerting")
 
+DEFAULT_LOCATION = "default"
 WRITE_RETRY_S = (0.1, 0.5, 1.0, 2.0, 5.0)  # waits between attempts at a failed write; then 5 s
 
 
 @dataclass(frozen=True, slots=True)
 class _Write:
-    """One transaction for the store, and who to wake once it has committed."""
+    """One transaction for the store; returns the notifiers it queued messages for."""
 
-    apply: Callable[[StateStore], Awaitable[None]]
-    notifiers: tuple[str, ...]
+    apply: Callable[[StateStore], Awaitable[tuple[str, ...]]]
     target: str
 
 
@@ -61,8 +63,13 @@ class Alerting:
         store: StateStore,
         metrics: Metrics,
         on_death: Callable[[asyncio.Task[None]], None] | None = None,
+        *,
+        location: str = DEFAULT_LOCATION,
+        fleet: bool = False,
     ) -> None:
         self.store = store
+        self.location = location
+        self._fleet = fleet  # several instances may share the store: log the fleet's changes
         self._on_death = on_death
         self.metrics = metrics
         self.states: dict[str, TargetState] = {}
@@ -81,7 +88,10 @@ class Alerting:
         """Restore state, settle what changed while we were away, start the workers."""
         self._session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
         self.delivery = self._new_delivery(self._configs)
-        stored = await self.store.load()
+        try:
+            stored = await self.store.load(self.location)
+        except StoreUnavailable:
+            stored = {}  # the database is away: start afresh; the fleet's state is kept there
         now = time.time()
         wanted = {t.name: t for t in targets}
         for name, saved in stored.items():
@@ -90,11 +100,7 @@ class Alerting:
                 self.states[name] = saved.state
                 continue
             # A removed target, or one that now checks something else: its incident ends.
-            note = resolve_removed(
-                name, saved.url, saved.labels, saved.state, now, url_changed=target is not None
-            )
-            self._forget(name, saved.notifiers, note)
-            log.info("state_forgotten", target=name, why="url changed" if target else "removed")
+            self._forget(name, saved.url, saved.labels, saved.notifiers, now, target is not None)
         for name in wanted:
             self.states.setdefault(name, TargetState())
             self.metrics.set_state(name, self.states[name].state)
@@ -136,12 +142,9 @@ class Alerting:
         now = time.time()
         restarted = [*diff.removed, *(self._targets[n] for n in diff.retargeted)]
         for old in restarted:
-            prev = self.states.pop(old.name, TargetState())
+            self.states.pop(old.name, None)
             moved = old.name in diff.retargeted
-            labels = dict(old.labels)
-            note = resolve_removed(old.name, old.safe_url, labels, prev, now, url_changed=moved)
-            self._forget(old.name, old.alerts.notifiers, note)
-            log.info("state_forgotten", target=old.name, why="url changed" if moved else "removed")
+            self._forget(old.name, old.safe_url, old.labels, old.alerts.notifiers, now, moved)
         self._targets = {t.name: t for t in diff.targets}
         for name in (*diff.added, *diff.retargeted):
             self.states[name] = TargetState()
@@ -162,47 +165,84 @@ class Alerting:
             # about the target, so it neither counts against it nor for it.
             return False
         prev = self.states.get(target.name, TargetState())
-        outcome = step(target.name, prev, Observation.of(target, result), Policy.of(target))
+        obs = Observation.of(target, result)
+        outcome = step(target.name, prev, obs, Policy.of(target))
         self.states[target.name] = outcome.state
         if outcome.change is not None or _persisted(prev) != _persisted(outcome.state):
-            self._record(target, outcome)
+            self._record(target, obs, outcome)
         return outcome.retry
 
-    def _record(self, target: Target, outcome: Step) -> None:
-        notes = messages(target, outcome, created_at=time.time())
-        outgoing = [(n, note) for note in notes for n in target.alerts.notifiers]
-        name, url, labels, state = target.name, target.safe_url, dict(target.labels), outcome.state
-        notifiers = target.alerts.notifiers
+    def _record(self, target: Target, obs: Observation, outcome: Step) -> None:
+        """Queue this location's new verdict; the fleet's decision is taken in the write."""
+        subject = Subject(
+            target.name, target.safe_url, dict(target.labels), target.alerts.notifiers
+        )
+        location = self.location
+        decided: list[tuple[Change, dict[str, str]]] = []  # the fleet's change, if any
 
-        async def save(store: StateStore) -> None:
-            await store.save(name, url, labels, state, outgoing, notifiers)
+        def decide(view: FleetView) -> Decision:
+            wanted = target.locations
+            counted = view.live if wanted is None else view.live & frozenset(wanted)
+            fleet_step = decide_fleet(
+                target.name,
+                view.fleet,
+                view.verdicts,
+                counted,
+                target.alerts.quorum,
+                at=obs.at,
+                reason=obs.reason,
+                error=obs.error,
+                remind=outcome.remind,
+                repeat_interval_s=target.alerts.repeat_interval_s,
+            )
+            where = locations_map(view.verdicts, counted)
+            notes = messages(target, fleet_step, created_at=time.time(), locations=where)
+            outgoing = tuple((n, note) for note in notes for n in target.alerts.notifiers)
+            decided[:] = [(fleet_step.change, where)] if fleet_step.change else []
+            return Decision(fleet_step.state, outgoing)
 
-        self._write(_Write(save, tuple(n for n, _ in outgoing), name))
+        async def record(store: StateStore) -> tuple[str, ...]:
+            decision = await store.record(subject, location, outcome.state, decide)
+            if self._fleet and decided:  # committed: say so once, from the deciding instance
+                change, where = decided[0]
+                _log_change(target.name, change, locations=where)
+            return tuple(n for n, _ in decision.outgoing)
+
+        self._write(_Write(record, target.name))
         change = outcome.change
         if change is None:
             return
         self.metrics.set_state(target.name, change.current, changed=True)
-        fields = {
-            "target": target.name,
-            "from": change.previous,
-            "to": change.current,
-            "reason": change.reason,
-            "error": change.error,
-            "since": _iso(change.at),
-            "incident_id": change.opened_incident or change.closed_incident,
-        }
-        if change.current in INCIDENT_STATES:
-            log.warning("state_change", **fields)
-        else:
-            log.info("state_change", **fields)
+        _log_change(target.name, change, location=self.location)
 
-    def _forget(self, name: str, notifiers: Iterable[str], note: Notification | None) -> None:
-        outgoing = [(n, note) for n in notifiers] if note is not None else []
+    def _forget(
+        self,
+        name: str,
+        url: str,
+        labels: dict[str, str],
+        notifiers: Iterable[str],
+        at: float,
+        url_changed: bool,
+    ) -> None:
+        """Queue the end of a target's state here (removed, or its URL changed); the last
+        RESOLVED goes out if no other location still checks it."""
+        queued: list[str] = []
 
-        async def forget(store: StateStore) -> None:
-            await store.forget(name, outgoing)
+        def farewell(stored: Stored) -> list[tuple[str, Notification]]:
+            note = resolve_removed(
+                name, url, dict(labels), stored.state, at, url_changed=url_changed
+            )
+            queued[:] = [n for n in notifiers] if note is not None else []
+            return [(n, note) for n in queued] if note is not None else []
 
-        self._write(_Write(forget, tuple(n for n, _ in outgoing), name))
+        async def forget(store: StateStore) -> tuple[str, ...]:
+            queued.clear()
+            await store.forget(name, self.location, farewell)
+            return tuple(queued)
+
+        self._write(_Write(forget, name))
+        why = "url changed" if url_changed else "removed"
+        log.info("state_forgotten", target=name, why=why)
 
     # -- the writer ----------------------------------------------------------------------
     def _write(self, write: _Write) -> None:
@@ -228,7 +268,7 @@ class Alerting:
         attempt = 0
         while True:
             try:
-                await write.apply(self.store)
+                queued = await write.apply(self.store)
             except Exception as exc:
                 wait_s = WRITE_RETRY_S[min(attempt, len(WRITE_RETRY_S) - 1)]
                 attempt += 1
@@ -246,8 +286,8 @@ class Alerting:
             if not self.store_up:
                 self.store_up = True
                 log.info("state_store_recovered", written=write.target)
-            if self.delivery is not None and write.notifiers:
-                self.delivery.queued(list(write.notifiers))
+            if self.delivery is not None and queued:
+                self.delivery.queued(list(queued))
             return
 
     async def flush(self, timeout_s: float) -> bool:
@@ -257,17 +297,15 @@ class Alerting:
         return not self._writes
 
     # -- reading -------------------------------------------------------------------------
-    def firing_for(self, notifier: str) -> list[Notification]:
-        """Every open incident whose target alerts ``notifier`` (for Alertmanager re-sends)."""
-        out = []
+    async def firing_for(self, notifier: str) -> list[Notification]:
+        """Every open incident of the fleet that alerts ``notifier`` (Alertmanager re-sends);
+        read from the store, whichever instance opened it."""
         now = time.time()
-        for name, state in self.states.items():
-            target = self._targets.get(name)
-            if target is None or state.state not in INCIDENT_STATES:
-                continue
-            if notifier in target.alerts.notifiers:
-                out.append(open_incident(target, state, "firing", created_at=now))
-        return out
+        return [
+            open_incident(name, s.url, s.labels, s.state, "firing", created_at=now)
+            for name, s in (await self.store.incidents()).items()
+            if notifier in s.notifiers
+        ]
 
     def summary(self) -> str:
         """One line for systemd's STATUS=: how many targets are in which state."""
@@ -298,6 +336,35 @@ class Alerting:
 
 def _persisted(state: TargetState) -> tuple[object, ...]:
     return (state.state, state.since, state.incident_id, state.last_notified)
+
+
+def _log_change(
+    target: str,
+    change: Change,
+    *,
+    location: str | None = None,
+    locations: dict[str, str] | None = None,
+) -> None:
+    """``state_change`` (a location's verdict, with ``location``) or ``fleet_state_change``
+    (the fleet's, with each location's verdict in ``locations``)."""
+    event = "state_change" if locations is None else "fleet_state_change"
+    fields: dict[str, object] = {
+        "target": target,
+        "from": change.previous,
+        "to": change.current,
+        "reason": change.reason,
+        "error": change.error,
+        "since": _iso(change.at),
+        "incident_id": change.opened_incident or change.closed_incident,
+    }
+    if locations is None:
+        fields["location"] = location
+    else:
+        fields["locations"] = locations
+    if change.current in INCIDENT_STATES:
+        log.warning(event, **fields)
+    else:
+        log.info(event, **fields)
 
 
 def _iso(ts: float) -> str:

@@ -238,6 +238,12 @@ class TLS(_Strict):
     )
 
 
+Quorum = (
+    Literal["any", "majority", "all"]
+    | Annotated[int, Field(ge=1, le=100, description="at least this many locations")]
+)
+
+
 class Alerts(_Strict):
     """When and whom to tell about a target's state changes."""
 
@@ -259,6 +265,11 @@ class Alerts(_Strict):
         default=None, alias="repeat_interval", description="remind while still down; off by default"
     )
     send_resolved: bool = Field(default=True, description="send a message when it recovers")
+    quorum: Quorum = Field(
+        default="majority",
+        description="in a fleet: how many of a target's locations (with a live instance) must "
+        "say down (or degraded) for it to be: any, majority, all, or a number",
+    )
 
 
 _NAME = r"^[A-Za-z0-9_.\-]+$"
@@ -287,7 +298,7 @@ _URL = re.compile(
 )
 
 # Label names the monitor itself puts on its series; a target's own labels may not reuse them.
-RESERVED_LABELS = ("target", "url", "method", "reason", "phase", "state", "le")
+RESERVED_LABELS = ("target", "location", "url", "method", "reason", "phase", "state", "le")
 _LABEL_NAME = r"^[a-zA-Z_][a-zA-Z0-9_]*$"
 _LABEL_NAME_RE = re.compile(_LABEL_NAME)
 
@@ -395,6 +406,11 @@ class TargetOptions(_Strict):
     alerts: Alerts = Field(default_factory=Alerts)
     labels: dict[LabelName, str] = Field(
         default_factory=dict, description="static labels, exported on monitor_target_info"
+    )
+    locations: tuple[Name, ...] | None = Field(
+        default=None,
+        min_length=1,
+        description="in a fleet: the locations that check this target; default every one",
     )
 
 

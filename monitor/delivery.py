@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
@@ -56,7 +56,7 @@ class Delivery:
         store: StateStore,
         notifiers: dict[str, BaseNotifier],
         configs: dict[str, NotifierConfig],
-        firing: Callable[[str], list[Notification]],
+        firing: Callable[[str], Awaitable[list[Notification]]],
         counts: Counts | None = None,
         on_death: Callable[[asyncio.Task[None]], None] | None = None,
     ) -> None:
@@ -245,7 +245,11 @@ class Delivery:
                 await asyncio.wait_for(self._stop_event.wait(), timeout=notifier.resend_interval_s)
             if self._stopping:
                 return
-            firing = self._firing(name)
+            try:
+                firing = await self._firing(name)
+            except Exception as exc:
+                log.error("delivery_store_error", notifier=name, error=_describe(exc))
+                continue
             if not firing:
                 continue
             try:

@@ -10,8 +10,10 @@ The webhook payload, :func:`payload`, is a public contract: ``event`` (``firing`
 now: ``down``, ``degraded``, ``up``, or ``removed`` when the incident ended because the target
 left the configuration), ``previous_state``, ``reason``, ``error`` (text, may be empty),
 ``since`` (when the incident began, ISO-8601 UTC such as ``2024-05-01T12:01:00Z``),
-``ended_at`` (when a resolved incident ended; null otherwise), ``labels`` (the target's labels)
-and ``incident_id`` (shared by an incident's firing, reminders and resolve).
+``ended_at`` (when a resolved incident ended; null otherwise), ``labels`` (the target's labels),
+``incident_id`` (shared by an incident's firing, reminders and resolve) and ``locations`` (each
+location's verdict when the message was decided, such as ``{"eu": "down", "us": "up"}``; a
+single instance is the one location ``default``; empty for a removed target).
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class Notification:
     ended_at: float | None = None  # Unix time a resolved incident ended
     labels: dict[str, str] = field(default_factory=dict)
     created_at: float = 0.0  # Unix time the message was queued
+    locations: dict[str, str] = field(default_factory=dict)  # location → its verdict
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -64,12 +67,29 @@ class Notification:
 
 
 # -- building ------------------------------------------------------------------------------
-def messages(target: Target, outcome: Step, *, created_at: float) -> list[Notification]:
-    """What a step sends: resolve the closed incident, fire the opened one, or remind."""
+def messages(
+    target: Target,
+    outcome: Step,
+    *,
+    created_at: float,
+    locations: dict[str, str] | None = None,
+) -> list[Notification]:
+    """What a step sends: resolve the closed incident, fire the opened one, or remind.
+
+    ``locations`` are the verdicts the fleet's step was decided on."""
     change = outcome.change
+    where = dict(locations or {})
     if change is None:
         if outcome.remind:
-            return [open_incident(target, outcome.state, "reminder", created_at=created_at)]
+            note = open_incident(
+                target.name,
+                target.safe_url,
+                target.labels,
+                outcome.state,
+                "reminder",
+                created_at=created_at,
+            )
+            return [replace(note, locations=where)]
         return []
     firing = Notification(
         kind="firing",
@@ -83,6 +103,7 @@ def messages(target: Target, outcome: Step, *, created_at: float) -> list[Notifi
         incident_id=change.opened_incident,
         labels=dict(target.labels),
         created_at=created_at,
+        locations=where,
     )
     out: list[Notification] = []
     if change.closed_incident and target.alerts.send_resolved:
@@ -99,19 +120,27 @@ def messages(target: Target, outcome: Step, *, created_at: float) -> list[Notifi
     return out
 
 
-def open_incident(target: Target, s: TargetState, kind: Kind, *, created_at: float) -> Notification:
+def open_incident(
+    target: str,
+    url: str,
+    labels: dict[str, str],
+    s: TargetState,
+    kind: Kind,
+    *,
+    created_at: float,
+) -> Notification:
     """A message about the incident ``s`` has open: a reminder, or a re-sent firing alert."""
     return Notification(
         kind=kind,
-        target=target.name,
-        url=target.safe_url,
+        target=target,
+        url=url,
         state=s.state,
         previous_state=s.state,
         reason=s.reason,
         error=s.error,
         since=s.since,
         incident_id=s.incident_id,
-        labels=dict(target.labels),
+        labels=dict(labels),
         created_at=created_at,
     )
 
@@ -205,6 +234,13 @@ def headline(n: Notification) -> str:
     return f"{word(n)} {n.target}{f' ({why})' if why else ''} since {clock}"
 
 
+def locations_text(n: Notification) -> str:
+    """``eu down, us down, ap up``; empty for a single instance (only ``default``)."""
+    if set(n.locations) <= {"default"}:
+        return ""
+    return ", ".join(f"{loc} {verdict}" for loc, verdict in n.locations.items())
+
+
 def payload(n: Notification) -> dict[str, Any]:
     """The ``webhook`` body, field for field as the module docstring documents it."""
     return {
@@ -219,4 +255,5 @@ def payload(n: Notification) -> dict[str, Any]:
         "ended_at": iso_utc(n.ended_at) if n.ended_at is not None else None,
         "labels": dict(n.labels),
         "incident_id": n.incident_id,
+        "locations": dict(n.locations),
     }

@@ -7,11 +7,12 @@ What only a persistent backend can show (reopening, corruption) stays in that ba
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import replace
 
 from monitor.incident import Notification
 from monitor.state import TargetState
-from monitor.stores import Pending, StateStore, Stored
+from monitor.stores import Decision, Pending, StateStore, Stored, Subject
 
 DOWN = TargetState(
     state="down",
@@ -40,6 +41,30 @@ def note(incident: str = "api/1", *, created_at: float = 1_700_000_000.5) -> Not
     )
 
 
+async def save(
+    store: StateStore,
+    target: str,
+    url: str,
+    labels: dict[str, str],
+    state: TargetState,
+    outgoing: Iterable[tuple[str, Notification]] = (),
+    notifiers: tuple[str, ...] = (),
+) -> None:
+    """Store ``state`` as the fleet's state of ``target`` and queue ``outgoing``, through
+    :meth:`record` with a decision fixed in advance (location ``default``)."""
+    decision = Decision(state, tuple(outgoing))
+    subject = Subject(target, url, dict(labels), tuple(notifiers))
+    await store.record(subject, "default", state, lambda _view: decision)
+
+
+async def forget(
+    store: StateStore, target: str, outgoing: Iterable[tuple[str, Notification]] = ()
+) -> None:
+    """Drop ``target``'s state through :meth:`forget`, queueing ``outgoing`` if it had one."""
+    out = list(outgoing)
+    await store.forget(target, "default", lambda _stored: out)
+
+
 async def _drain(store: StateStore, notifier: str) -> list[str]:
     """Incident ids of ``notifier``'s messages as next_pending hands them out, delivering each."""
     out = []
@@ -54,23 +79,23 @@ class StoreContract:
 
     async def test_a_new_store_is_empty(self, store: StateStore) -> None:
         """No state, no messages, nothing pending for any notifier."""
-        assert (await store.load(), await store.pending_counts()) == ({}, {})
+        assert (await store.load("default"), await store.pending_counts()) == ({}, {})
         assert await store.next_pending("hook") is None
 
     async def test_saved_state_is_loaded_back_exactly(self, store: StateStore) -> None:
         """load() returns the URL, labels, notifiers and persisted state that were saved."""
-        await store.save("api", "http://127.0.0.1/api", {"team": "core"}, DOWN, (), ("hook",))
-        assert await store.load() == {
+        await save(store, "api", "http://127.0.0.1/api", {"team": "core"}, DOWN, (), ("hook",))
+        assert await store.load("default") == {
             "api": Stored("http://127.0.0.1/api", {"team": "core"}, ("hook",), DOWN)
         }
 
     async def test_save_replaces_the_previous_state(self, store: StateStore) -> None:
         """A second save of a target overwrites the first; other targets are untouched."""
-        await store.save("api", "http://127.0.0.1/api", {}, DOWN)
-        await store.save("web", "http://127.0.0.1/web", {}, DOWN)
+        await save(store, "api", "http://127.0.0.1/api", {}, DOWN)
+        await save(store, "web", "http://127.0.0.1/web", {}, DOWN)
         up = TargetState(state="up", since=1_700_000_100.0, reason="ok")
-        await store.save("api", "http://127.0.0.1/v2", {"tier": "1"}, up, (), ("mail",))
-        assert await store.load() == {
+        await save(store, "api", "http://127.0.0.1/v2", {"tier": "1"}, up, (), ("mail",))
+        assert await store.load("default") == {
             "api": Stored("http://127.0.0.1/v2", {"tier": "1"}, ("mail",), up),
             "web": Stored("http://127.0.0.1/web", {}, (), DOWN),
         }
@@ -79,19 +104,19 @@ class StoreContract:
         """Label keys and values (quotes, unicode, empty) and the notifiers' order come back."""
         labels = {"team": 'a "quoted" ünïcode name', "empty": "", "z": "1", "a": "2"}
         notifiers = ("mail", "hook", "pager")
-        await store.save("api", "http://127.0.0.1/api", labels, DOWN, (), notifiers)
-        await store.save("bare", "http://127.0.0.1/bare", {}, DOWN, (), ())
-        loaded = await store.load()
+        await save(store, "api", "http://127.0.0.1/api", labels, DOWN, (), notifiers)
+        await save(store, "bare", "http://127.0.0.1/bare", {}, DOWN, (), ())
+        loaded = await store.load("default")
         assert (loaded["api"].labels, loaded["api"].notifiers) == (labels, notifiers)
         assert list(loaded["api"].labels) == ["team", "empty", "z", "a"]
         assert (loaded["bare"].labels, loaded["bare"].notifiers) == ({}, ())
 
     async def test_save_queues_its_messages_in_the_same_call(self, store: StateStore) -> None:
         """One save() both persists the state and puts its messages in the outbox."""
-        await store.save(
-            "api", "http://127.0.0.1/api", {}, DOWN, [("hook", note()), ("mail", note())]
+        await save(
+            store, "api", "http://127.0.0.1/api", {}, DOWN, [("hook", note()), ("mail", note())]
         )
-        assert list(await store.load()) == ["api"]
+        assert list(await store.load("default")) == ["api"]
         assert await store.pending_counts() == {"hook": 1, "mail": 1}
 
     async def test_notification_round_trips_exactly(self, store: StateStore) -> None:
@@ -110,7 +135,7 @@ class StoreContract:
             labels={"team": "core", "tier": "1"},
             created_at=1_700_000_361.0625,
         )
-        await store.save("api", "u", {}, DOWN, [("hook", resolved)])
+        await save(store, "api", "u", {}, DOWN, [("hook", resolved)])
         pending = await store.next_pending("hook")
         assert pending is not None
         assert pending == Pending(
@@ -119,9 +144,9 @@ class StoreContract:
 
     async def test_outbox_keeps_order_per_notifier(self, store: StateStore) -> None:
         """Each notifier gets its own messages oldest first, across several writes."""
-        await store.save("api", "u", {}, DOWN, [("hook", note("1")), ("mail", note("2"))])
-        await store.save("api", "u", {}, DOWN, [("hook", note("3"))])
-        await store.forget("api", [("mail", note("4")), ("hook", note("5"))])
+        await save(store, "api", "u", {}, DOWN, [("hook", note("1")), ("mail", note("2"))])
+        await save(store, "api", "u", {}, DOWN, [("hook", note("3"))])
+        await forget(store, "api", [("mail", note("4")), ("hook", note("5"))])
         assert await _drain(store, "hook") == ["1", "3", "5"]
         assert await _drain(store, "mail") == ["2", "4"]
 
@@ -130,7 +155,7 @@ class StoreContract:
     ) -> None:
         """The first-queued message stays first even when it is due later than the next one."""
         late, early = note("late", created_at=2_000.0), note("early", created_at=1_000.0)
-        await store.save("api", "u", {}, DOWN, [("hook", late), ("hook", early)])
+        await save(store, "api", "u", {}, DOWN, [("hook", late), ("hook", early)])
         first = await store.next_pending("hook")
         assert first is not None
         await store.retry_later(first.id, 1, 9_999_999_999.0)
@@ -140,7 +165,7 @@ class StoreContract:
 
     async def test_retry_later_records_attempts_and_next_attempt(self, store: StateStore) -> None:
         """retry_later changes attempts and next_attempt only."""
-        await store.save("api", "u", {}, DOWN, [("hook", note())])
+        await save(store, "api", "u", {}, DOWN, [("hook", note())])
         pending = await store.next_pending("hook")
         assert pending is not None
         await store.retry_later(pending.id, 3, 1_700_000_123.5)
@@ -150,7 +175,7 @@ class StoreContract:
 
     async def test_delivered_removes_only_that_message(self, store: StateStore) -> None:
         """A delivered message leaves the outbox; the notifier's next one comes up."""
-        await store.save("api", "u", {}, DOWN, [("hook", note("1")), ("hook", note("2"))])
+        await save(store, "api", "u", {}, DOWN, [("hook", note("1")), ("hook", note("2"))])
         first = await store.next_pending("hook")
         assert first is not None
         await store.delivered(first.id)
@@ -162,21 +187,28 @@ class StoreContract:
 
     async def test_pending_counts_by_notifier(self, store: StateStore) -> None:
         """pending_counts counts the waiting messages of each notifier."""
-        await store.save(
-            "api", "u", {}, DOWN, [("hook", note("1")), ("mail", note("2")), ("hook", note("3"))]
+        await save(
+            store,
+            "api",
+            "u",
+            {},
+            DOWN,
+            [("hook", note("1")), ("mail", note("2")), ("hook", note("3"))],
         )
-        await store.forget("web", [("pager", note("4"))])
+        await save(store, "web", "u", {}, DOWN)
+        await forget(store, "web", [("pager", note("4"))])
+        await forget(store, "gone", [("pager", note("5"))])  # no state: nothing to say
         assert await store.pending_counts() == {"hook": 2, "mail": 1, "pager": 1}
 
     async def test_forget_removes_the_state_and_queues_its_messages(
         self, store: StateStore
     ) -> None:
         """forget() drops one target's state and queues its last messages in the same call."""
-        await store.save("api", "http://127.0.0.1/api", {}, DOWN, (), ("hook",))
-        await store.save("web", "http://127.0.0.1/web", {}, DOWN)
+        await save(store, "api", "http://127.0.0.1/api", {}, DOWN, (), ("hook",))
+        await save(store, "web", "http://127.0.0.1/web", {}, DOWN)
         last = replace(note(), kind="resolved", state="removed", ended_at=1_700_000_900.0)
-        await store.forget("api", [("hook", last)])
-        assert await store.load() == {"web": Stored("http://127.0.0.1/web", {}, (), DOWN)}
+        await forget(store, "api", [("hook", last)])
+        assert await store.load("default") == {"web": Stored("http://127.0.0.1/web", {}, (), DOWN)}
         pending = await store.next_pending("hook")
         assert pending is not None
         assert pending.notification == last

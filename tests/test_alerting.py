@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from servers import closed_port
+from store_contract import save
 from structlog.testing import capture_logs
 
 from monitor import alerting as alerting_module
@@ -26,7 +27,8 @@ from monitor.incident import Notification
 from monitor.metrics import Metrics
 from monitor.reload import apply
 from monitor.state import TargetState
-from monitor.stores import Stored
+from monitor.stores import Decision, Stored, Subject
+from monitor.stores.base import Decide, Farewell
 from monitor.stores.memory import MemoryStore
 
 T0 = 1_700_000_000.0
@@ -43,23 +45,23 @@ class RecordingStore(MemoryStore):
         super().__init__()
         self.writes: list[Write] = []
 
-    async def save(
-        self,
-        target: str,
-        url: str,
-        labels: dict[str, str],
-        state: TargetState,
-        outgoing: Iterable[tuple[str, Notification]] = (),
-        notifiers: tuple[str, ...] = (),
-    ) -> None:
-        outgoing = list(outgoing)
-        await super().save(target, url, labels, state, outgoing, notifiers)
-        self.writes.append(("save", target, state.state, [(n, m.kind) for n, m in outgoing]))
+    async def record(
+        self, subject: Subject, location: str, verdict: TargetState, decide: Decide
+    ) -> Decision:
+        decision = await super().record(subject, location, verdict, decide)
+        kinds = [(n, m.kind) for n, m in decision.outgoing]
+        self.writes.append(("save", subject.name, decision.state.state, kinds))
+        return decision
 
-    async def forget(self, target: str, outgoing: Iterable[tuple[str, Notification]] = ()) -> None:
-        outgoing = list(outgoing)
-        await super().forget(target, outgoing)
-        self.writes.append(("forget", target, "", [(n, m.kind) for n, m in outgoing]))
+    async def forget(self, name: str, location: str, farewell: Farewell) -> None:
+        outgoing: list[tuple[str, Notification]] = []
+
+        def keep(stored: Stored) -> list[tuple[str, Notification]]:
+            outgoing.extend(farewell(stored))
+            return outgoing
+
+        await super().forget(name, location, keep)
+        self.writes.append(("forget", name, "", [(n, m.kind) for n, m in outgoing]))
 
 
 class BrokenStore(RecordingStore):
@@ -71,21 +73,15 @@ class BrokenStore(RecordingStore):
         self.failures = 0
         self._failed = asyncio.Event()
 
-    async def save(
-        self,
-        target: str,
-        url: str,
-        labels: dict[str, str],
-        state: TargetState,
-        outgoing: Iterable[tuple[str, Notification]] = (),
-        notifiers: tuple[str, ...] = (),
-    ) -> None:
+    async def record(
+        self, subject: Subject, location: str, verdict: TargetState, decide: Decide
+    ) -> Decision:
         if self.broken:
             self.failures += 1
             self._failed.set()
             msg = "database is locked"
             raise sqlite3.OperationalError(msg)
-        await super().save(target, url, labels, state, outgoing, notifiers)
+        return await super().record(subject, location, verdict, decide)
 
     async def failed(self, times: int) -> None:
         """Return once save has failed ``times`` times in all."""
@@ -202,6 +198,7 @@ class TestObserve:
             incident_id="api/1700000020000",
             labels={"team": "core"},
             created_at=created,
+            locations={"default": "down"},
         )
         assert queued == [("a", firing), ("b", firing)]
         assert _events(logs, "state_change") == [
@@ -215,6 +212,7 @@ class TestObserve:
                 "error": "HTTP 500",
                 "since": "2023-11-14T22:13:40Z",
                 "incident_id": "api/1700000020000",
+                "location": "default",
             }
         ]
 
@@ -252,6 +250,7 @@ class TestObserve:
                 ended_at=T0 + 30,
                 labels={"team": "core"},
                 created_at=resolved.created_at,
+                locations={"default": "up"},
             ),
         )
         assert _events(logs, "state_change") == [
@@ -265,6 +264,7 @@ class TestObserve:
                 "error": "",
                 "since": "2023-11-14T22:13:50Z",
                 "incident_id": "api/1700000020000",
+                "location": "default",
             }
         ]
 
@@ -320,10 +320,10 @@ class TestRestore:
         }
         store = RecordingStore()
         labels = {"team": "core"}
-        await store.save("keep", "http://127.0.0.1/keep", labels, down["keep"], (), ("a",))
-        await store.save("moved", "http://127.0.0.1/old", labels, down["moved"], (), ("b",))
-        await store.save("gone", "http://127.0.0.1/gone", labels, down["gone"], (), ("c",))
-        await store.save("quiet", "http://127.0.0.1/quiet", {}, TargetState("up", T0), (), ("a",))
+        await save(store, "keep", "http://127.0.0.1/keep", labels, down["keep"], (), ("a",))
+        await save(store, "moved", "http://127.0.0.1/old", labels, down["moved"], (), ("b",))
+        await save(store, "gone", "http://127.0.0.1/gone", labels, down["gone"], (), ("c",))
+        await save(store, "quiet", "http://127.0.0.1/quiet", {}, TargetState("up", T0), (), ("a",))
         store.writes.clear()
         config = _config(dead_url, _target("keep"), _target("moved", notifiers=("a",)))
         with capture_logs() as logs:
@@ -331,7 +331,7 @@ class TestRestore:
                 assert await alerting.flush(5) is True
                 states = dict(alerting.states)
                 queued = _outbox(store)
-                loaded = await store.load()
+                loaded = await store.load("default")
         assert states == {"keep": down["keep"], "moved": TargetState()}
         assert loaded == {"keep": Stored("http://127.0.0.1/keep", labels, ("a",), down["keep"])}
         assert store.writes == [
@@ -385,7 +385,7 @@ class TestReload:
             assert await alerting.flush(5) is True
             states = dict(alerting.states)
             queued = _outbox(store)
-            loaded = list(await store.load())
+            loaded = list(await store.load("default"))
             with capture_logs() as logs:
                 alerting.observe(new.targets[1], _result("moved", False, T0 + 10))
         assert states["keep"] is kept

@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from servers import Inbox, serve_app
+from store_contract import save
 from structlog.testing import capture_logs
 
 from monitor import delivery as delivery_module
@@ -44,10 +45,10 @@ def _note(incident: str = "api/1", created_at: float | None = None) -> Notificat
 
 
 async def _queue(store: StateStore, *messages: tuple[str, Notification]) -> None:
-    await store.save("api", "http://127.0.0.1/api", {}, TargetState(), messages)
+    await save(store, "api", "http://127.0.0.1/api", {}, TargetState(), messages)
 
 
-def _never_firing(_notifier: str) -> list[Notification]:
+async def _never_firing(_notifier: str) -> list[Notification]:
     return []
 
 
@@ -220,15 +221,16 @@ class TestDelivery:
         app = web.Application()
         app.router.add_post("/api/v2/alerts", alerts)
         note = _note()
+
+        async def firing(name: str) -> list[Notification]:
+            return [note] if name == "am" else []
+
         async with serve_app(app) as base:
             config = AlertmanagerNotifier.model_validate(
                 {"name": "am", "type": "alertmanager", "url": base, "resend_interval": 0.05}
             )
             delivery = Delivery(
-                MemoryStore(),
-                {"am": build_notifier(config, session)},
-                {"am": config},
-                lambda name: [note] if name == "am" else [],
+                MemoryStore(), {"am": build_notifier(config, session)}, {"am": config}, firing
             )
             await delivery.start()
             await inbox.wait_for(2)

@@ -92,6 +92,7 @@ class TestRemoved:
             "ended_at": "1970-01-01T00:02:40Z",
             "labels": {"team": "core"},
             "incident_id": "api/100000",
+            "locations": {},
         }
 
     def test_no_incident_no_message(self) -> None:

@@ -174,6 +174,7 @@ def webhook_body(note: Notification) -> dict[str, Any]:
         "ended_at": iso(note.ended_at),
         "labels": dict(note.labels),
         "incident_id": note.incident_id,
+        "locations": {},
     }
 
 
@@ -200,6 +201,7 @@ class TestWebhook:
             "ended_at": None,
             "labels": {"team": "web"},
             "incident_id": "inc-1",
+            "locations": {},
         }
 
     async def test_resolved_payload(
@@ -220,6 +222,7 @@ class TestWebhook:
             "ended_at": "2024-05-01T12:06:00Z",
             "labels": {"team": "web"},
             "incident_id": "inc-1",
+            "locations": {},
         }
 
     async def test_extra_headers_delivered(

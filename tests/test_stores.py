@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from store_contract import DOWN, StoreContract, note
+from store_contract import DOWN, StoreContract, note, save
 from structlog.testing import capture_logs
 
 from monitor.stores import StateFileError, Stored
@@ -47,13 +47,19 @@ class TestSqliteFile:
         """State and undelivered messages written before close() are there after reopening."""
         path = tmp_path / "state.db"
         store = await SqliteStore.open(path)
-        await store.save(
-            "api", "http://127.0.0.1/api", {"team": "core"}, DOWN, [("hook", note())], ("hook",)
+        await save(
+            store,
+            "api",
+            "http://127.0.0.1/api",
+            {"team": "core"},
+            DOWN,
+            [("hook", note())],
+            ("hook",),
         )
         await store.close()
         store = await SqliteStore.open(path)
         try:
-            assert await store.load() == {
+            assert await store.load("default") == {
                 "api": Stored("http://127.0.0.1/api", {"team": "core"}, ("hook",), DOWN)
             }
             pending = await store.next_pending("hook")
@@ -74,8 +80,8 @@ class TestSqliteFile:
         other.close()
         try:
             with pytest.raises(sqlite3.IntegrityError, match=r"^disk full$"):
-                await store.save("api", "u", {}, DOWN, [("hook", note())])
-            assert (await store.load(), await store.pending_counts()) == ({}, {})
+                await save(store, "api", "u", {}, DOWN, [("hook", note())])
+            assert (await store.load("default"), await store.pending_counts()) == ({}, {})
         finally:
             await store.close()
 
@@ -84,18 +90,18 @@ class TestSqliteFile:
         state and undelivered messages it held: a later restart loses nothing."""
         path = tmp_path / "state.db"
         store = await SqliteStore.open(path)
-        await store.save("api", "http://127.0.0.1/api", {}, DOWN, [("hook", note("api/1"))])
+        await save(store, "api", "http://127.0.0.1/api", {}, DOWN, [("hook", note("api/1"))])
         for name in ("state.db", "state.db-wal", "state.db-shm"):
             (tmp_path / name).unlink(missing_ok=True)
         with capture_logs() as logs:
-            await store.save("web", "http://127.0.0.1/web", {}, DOWN, [("hook", note("web/2"))])
+            await save(store, "web", "http://127.0.0.1/web", {}, DOWN, [("hook", note("web/2"))])
         await store.close()
         assert [(e["event"], e["why"], e["targets"], e["messages"]) for e in logs] == [
             ("state_file_recreated", "deleted", 1, 1)
         ]
         store = await SqliteStore.open(path)
         try:
-            assert sorted(await store.load()) == ["api", "web"]
+            assert sorted(await store.load("default")) == ["api", "web"]
             assert await store.pending_counts() == {"hook": 2}
         finally:
             await store.close()
@@ -105,11 +111,11 @@ class TestSqliteFile:
         store goes on in a recreated file of its own."""
         path = tmp_path / "state.db"
         store = await SqliteStore.open(path)
-        await store.save("api", "http://127.0.0.1/api", {}, DOWN)
+        await save(store, "api", "http://127.0.0.1/api", {}, DOWN)
         (tmp_path / "other").write_bytes(b"someone else's file")
         (tmp_path / "other").rename(path)
         with capture_logs() as logs:
-            await store.save("web", "http://127.0.0.1/web", {}, DOWN)
+            await save(store, "web", "http://127.0.0.1/web", {}, DOWN)
         await store.close()
         (event,) = logs
         moved_to = event["moved_to"]
@@ -117,7 +123,7 @@ class TestSqliteFile:
         assert Path(moved_to).read_bytes() == b"someone else's file"
         store = await SqliteStore.open(path)
         try:
-            assert sorted(await store.load()) == ["api", "web"]
+            assert sorted(await store.load("default")) == ["api", "web"]
         finally:
             await store.close()
 
@@ -129,7 +135,7 @@ class TestSqliteFile:
         monkeypatch.setattr("monitor.stores.sqlite.BUSY_TIMEOUT_S", 0.05)
         path = tmp_path / "state.db"
         store = await SqliteStore.open(path)
-        await store.save("api", "http://127.0.0.1/api", {}, DOWN)
+        await save(store, "api", "http://127.0.0.1/api", {}, DOWN)
         await store.close()
         locker = sqlite3.connect(path, isolation_level=None)
         locker.execute("PRAGMA locking_mode=EXCLUSIVE")
@@ -153,7 +159,7 @@ class TestSqliteFile:
             store = await SqliteStore.open(path)
         after = int(time.time())
         try:
-            assert (await store.load(), store.path) == ({}, str(path))
+            assert (await store.load("default"), store.path) == ({}, str(path))
         finally:
             await store.close()
         (aside,) = [p for p in tmp_path.iterdir() if ".corrupt-" in p.name]
@@ -198,16 +204,16 @@ class TestSqliteFile:
         try:
             locker.execute("BEGIN IMMEDIATE")
             events: list[str] = []
-            save = asyncio.create_task(store.save("api", "u", {}, DOWN, [("hook", note())]))
+            saving = asyncio.create_task(save(store, "api", "u", {}, DOWN, [("hook", note())]))
 
             async def ticker() -> None:
                 for _ in range(100):
                     await asyncio.sleep(0)
-                events.append(f"ticked 100 times, save done: {save.done()}")
+                events.append(f"ticked 100 times, save done: {saving.done()}")
 
             await ticker()
             locker.execute("COMMIT")
-            await save
+            await saving
             events.append("saved")
             assert events == ["ticked 100 times, save done: False", "saved"]
             assert await store.pending_counts() == {"hook": 1}

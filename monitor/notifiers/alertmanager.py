@@ -3,7 +3,8 @@
 One alert per incident with labels ``alertname`` (``TargetDown`` or ``TargetDegraded``, from
 the incident's state, so a resolve carries the firing's labels), ``target``, ``severity``
 (``critical`` or ``warning``) and the target's labels; annotations ``summary``,
-``description``, ``url``, ``reason``, ``error``, ``incident_id``; ``startsAt`` = since;
+``description``, ``url``, ``reason``, ``error``, ``incident_id`` and, in a fleet,
+``locations`` (each location's verdict); ``startsAt`` = since;
 ``endsAt`` = ended_at when resolved, else now + 4 resend intervals so the alert expires if
 every monitor dies. :meth:`Alertmanager.resend` re-posts all firing alerts; Alertmanager
 merges identical label sets, so several replicas make one notification.
@@ -17,7 +18,15 @@ from typing import Any
 import aiohttp
 
 from monitor.config import AlertmanagerNotifier
-from monitor.incident import Notification, cause, headline, incident_state, iso_utc, severity
+from monitor.incident import (
+    Notification,
+    cause,
+    headline,
+    incident_state,
+    iso_utc,
+    locations_text,
+    severity,
+)
 from monitor.notifiers.base import HttpNotifier
 
 _EXPIRY_RESENDS = 4  # an alert outlives this many missed re-sends before Alertmanager drops it
@@ -56,6 +65,10 @@ class Alertmanager(HttpNotifier):
             "error": n.error,
             "incident_id": n.incident_id,
         }
+        if where := locations_text(n):
+            # An annotation, not a label: the alert's identity (and Alertmanager's dedup)
+            # must not change when another location's verdict does.
+            annotations["locations"] = where
         return {
             "labels": labels,
             "annotations": annotations,

@@ -13,11 +13,11 @@ from typing import Any
 import aiohttp
 
 from monitor.config import SlackNotifier
-from monitor.incident import Notification, headline, payload
+from monitor.incident import Notification, headline, locations_text, payload
 from monitor.notifiers.base import HttpNotifier, labels_text
 
 _STYLE = {"down": (":red_circle:", "danger"), "degraded": (":warning:", "warning")}
-_LONG_FIELDS = ("url", "error", "labels")
+_LONG_FIELDS = ("url", "error", "labels", "locations")
 
 
 def _escape(text: str) -> str:
@@ -37,7 +37,7 @@ class Slack(HttpNotifier):
         resolved = (":large_green_circle:", "good")
         emoji, color = resolved if n.kind == "resolved" else _STYLE.get(n.state, resolved)
         text = f"{emoji} {_escape(headline(n))}"
-        details = {**payload(n), "labels": labels_text(n.labels)}
+        details = {**payload(n), "labels": labels_text(n.labels), "locations": locations_text(n)}
         fields = [
             {"title": k, "value": _escape(str(v)), "short": k not in _LONG_FIELDS}
             for k, v in details.items()

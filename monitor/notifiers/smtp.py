@@ -14,7 +14,7 @@ from email.message import EmailMessage
 import aiosmtplib
 
 from monitor.config import EmailNotifier
-from monitor.incident import Notification, headline, payload, word
+from monitor.incident import Notification, headline, locations_text, payload, word
 from monitor.notifiers.base import BaseNotifier, labels_text
 
 
@@ -36,7 +36,9 @@ class Email(BaseNotifier):
         """The e-mail: subject ``[DOWN] api: connect``, a body listing every field."""
         reason = f": {n.reason}" if n.reason and n.kind != "resolved" else ""
         subject = f"[{word(n)}] {n.target}{reason}"
-        details = {**payload(n), "labels": labels_text(n.labels)}
+        details = {**payload(n), "labels": labels_text(n.labels), "locations": locations_text(n)}
+        if not details["locations"]:
+            del details["locations"]  # a single instance: nothing to say
         width = max(map(len, details)) + 1
         lines = [f"{k + ':':<{width}} {'-' if v is None else v}" for k, v in details.items()]
         domain = self._config.sender.rpartition("@")[2] or "uptime-monitor"

@@ -10,9 +10,30 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from monitor.stores.base import Pending, StateFileError, StateStore, Stored
+from monitor.stores.base import (
+    Decision,
+    FleetView,
+    InstanceTaken,
+    Pending,
+    StateFileError,
+    StateStore,
+    Stored,
+    StoreUnavailable,
+    Subject,
+)
 
-__all__ = ["Pending", "StateFileError", "StateStore", "Stored", "open_store"]
+__all__ = [
+    "Decision",
+    "FleetView",
+    "InstanceTaken",
+    "Pending",
+    "StateFileError",
+    "StateStore",
+    "StoreUnavailable",
+    "Stored",
+    "Subject",
+    "open_store",
+]
 
 
 async def open_store(setting: Path | str) -> StateStore:

@@ -1,4 +1,7 @@
-"""A state store in memory: nothing survives the process. For tests and one-shot runs."""
+"""A state store in memory: nothing survives the process. For tests and one-shot runs.
+
+Like a file, a fleet of one: the recording location's verdict is the only one.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +9,8 @@ from collections.abc import Iterable
 from dataclasses import replace
 
 from monitor.incident import Notification
-from monitor.state import TargetState
-from monitor.stores.base import Pending, Stored
+from monitor.state import INCIDENT_STATES, TargetState
+from monitor.stores.base import Decide, Decision, Farewell, FleetView, Pending, Stored, Subject
 
 
 class MemoryStore:
@@ -17,25 +20,29 @@ class MemoryStore:
         self.states: dict[str, Stored] = {}
         self.outbox: dict[int, Pending] = {}  # insertion order is id order
         self._next_id = 1
+        self._member = ("default", "")
 
-    async def load(self) -> dict[str, Stored]:
+    async def load(self, location: str) -> dict[str, Stored]:
         return dict(self.states)
 
-    async def save(
-        self,
-        target: str,
-        url: str,
-        labels: dict[str, str],
-        state: TargetState,
-        outgoing: Iterable[tuple[str, Notification]] = (),
-        notifiers: tuple[str, ...] = (),
-    ) -> None:
-        self.states[target] = Stored(url, dict(labels), tuple(notifiers), state)
-        self._enqueue(outgoing)
+    async def record(
+        self, subject: Subject, location: str, verdict: TargetState, decide: Decide
+    ) -> Decision:
+        saved = self.states.get(subject.name)
+        prev = saved.state if saved is not None else TargetState()
+        decision = decide(FleetView(prev, {location: verdict}, frozenset({location})))
+        labels = dict(subject.labels)
+        self.states[subject.name] = Stored(subject.url, labels, subject.notifiers, decision.state)
+        self._enqueue(decision.outgoing)
+        return decision
 
-    async def forget(self, target: str, outgoing: Iterable[tuple[str, Notification]] = ()) -> None:
-        self.states.pop(target, None)
-        self._enqueue(outgoing)
+    async def forget(self, name: str, location: str, farewell: Farewell) -> None:
+        saved = self.states.pop(name, None)
+        if saved is not None:
+            self._enqueue(farewell(saved))
+
+    async def incidents(self) -> dict[str, Stored]:
+        return {n: s for n, s in self.states.items() if s.state.state in INCIDENT_STATES}
 
     def _enqueue(self, outgoing: Iterable[tuple[str, Notification]]) -> None:
         for notifier, note in outgoing:
@@ -59,6 +66,16 @@ class MemoryStore:
         for pending in self.outbox.values():
             counts[pending.notifier] = counts.get(pending.notifier, 0) + 1
         return counts
+
+    async def join(self, instance: str, location: str, ttl_s: float) -> None:
+        self._member = (location, instance)
+
+    async def heartbeat(self) -> dict[str, tuple[str, ...]]:
+        location, instance = self._member
+        return {location: (instance,)}
+
+    async def lease(self, names: Iterable[str]) -> frozenset[str]:
+        return frozenset(names)
 
     async def close(self) -> None:
         pass

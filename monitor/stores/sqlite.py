@@ -27,7 +27,16 @@ import structlog
 
 from monitor.incident import Notification
 from monitor.state import TargetState
-from monitor.stores.base import Pending, StateFileError, Stored
+from monitor.stores.base import (
+    Decide,
+    Decision,
+    Farewell,
+    FleetView,
+    Pending,
+    StateFileError,
+    Stored,
+    Subject,
+)
 
 log = structlog.get_logger("monitor.stores.sqlite")
 
@@ -58,6 +67,13 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (notifier, next_attempt, id);
 """
+
+_SELECT = (
+    "SELECT target, url, state, since, reason, error, incident_id, last_notified, labels,"
+    " notifiers FROM target_state"
+)
+_SELECT_ONE = _SELECT + " WHERE target = ?"
+_SELECT_INCIDENTS = _SELECT + " WHERE state IN ('degraded', 'down')"
 
 
 class _Database:
@@ -181,65 +197,62 @@ class _Database:
         self._db.close()
 
     # -- target state ----------------------------------------------------------------------
-    def load(self) -> dict[str, Stored]:
-        rows = self._db.execute(
-            "SELECT target, url, state, since, reason, error, incident_id, last_notified, labels,"
-            " notifiers FROM target_state"
-        ).fetchall()
-        return {
-            row[0]: Stored(
-                url=row[1],
-                labels=json.loads(row[8]),
-                notifiers=tuple(json.loads(row[9])),
-                state=TargetState(
-                    state=row[2],
-                    since=row[3],
-                    reason=row[4],
-                    error=row[5],
-                    incident_id=row[6],
-                    last_notified=row[7],
-                ),
-            )
-            for row in rows
-        }
 
-    def save(
-        self,
-        target: str,
-        url: str,
-        labels: dict[str, str],
-        state: TargetState,
-        outgoing: Iterable[tuple[str, Notification]] = (),
-        notifiers: tuple[str, ...] = (),
-    ) -> None:
-        """Persist ``state`` and queue ``outgoing`` (notifier, message) pairs atomically.
+    @staticmethod
+    def _stored(row: tuple[Any, ...]) -> Stored:
+        return Stored(
+            url=row[1],
+            labels=json.loads(row[8]),
+            notifiers=tuple(json.loads(row[9])),
+            state=TargetState(
+                state=row[2],
+                since=row[3],
+                reason=row[4],
+                error=row[5],
+                incident_id=row[6],
+                last_notified=row[7],
+            ),
+        )
 
-        ``notifiers`` are the target's: who hears that an incident ended if the target is
-        removed from the config while the daemon is not running.
-        """
+    def load(self, query: str = _SELECT) -> dict[str, Stored]:
+        rows = self._db.execute(query).fetchall()
+        return {row[0]: self._stored(row) for row in rows}
+
+    def record(
+        self, subject: Subject, location: str, verdict: TargetState, decide: Decide
+    ) -> Decision:
+        """A fleet of one: the location's verdict is the only one, and always live."""
         with self._write():
+            row = self._db.execute(_SELECT_ONE, (subject.name,)).fetchone()
+            prev = self._stored(row).state if row is not None else TargetState()
+            decision = decide(FleetView(prev, {location: verdict}, frozenset({location})))
+            state = decision.state
             self._db.execute(
                 "INSERT OR REPLACE INTO target_state VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    target,
-                    url,
+                    subject.name,
+                    subject.url,
                     state.state,
                     state.since,
                     state.reason,
                     state.error,
                     state.incident_id,
                     state.last_notified,
-                    json.dumps(labels),
-                    json.dumps(list(notifiers)),
+                    json.dumps(subject.labels),
+                    json.dumps(list(subject.notifiers)),
                 ),
             )
-            self._enqueue(outgoing)
+            self._enqueue(decision.outgoing)
+        return decision
 
-    def forget(self, target: str, outgoing: Iterable[tuple[str, Notification]] = ()) -> None:
+    def forget(self, name: str, farewell: Farewell) -> None:
         """Drop a removed target's state, queueing its last messages in the same transaction."""
         with self._write():
-            self._db.execute("DELETE FROM target_state WHERE target = ?", (target,))
-            self._enqueue(outgoing)
+            row = self._db.execute(_SELECT_ONE, (name,)).fetchone()
+            if row is None:
+                return
+            self._db.execute("DELETE FROM target_state WHERE target = ?", (name,))
+            self._enqueue(farewell(self._stored(row)))
 
     # -- outbox ----------------------------------------------------------------------------
     def _enqueue(self, outgoing: Iterable[tuple[str, Notification]]) -> None:
@@ -306,6 +319,7 @@ class SqliteStore:
     def __init__(self, db: _Database, thread: ThreadPoolExecutor) -> None:
         self._db = db
         self._thread = thread
+        self._member = ("default", "")
 
     @classmethod
     async def open(cls, path: Path | str) -> SqliteStore:
@@ -325,23 +339,22 @@ class SqliteStore:
     async def _run(self, call: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._thread, call, *args)
 
-    async def load(self) -> dict[str, Stored]:
+    async def load(self, location: str) -> dict[str, Stored]:
         result: dict[str, Stored] = await self._run(self._db.load)
         return result
 
-    async def save(
-        self,
-        target: str,
-        url: str,
-        labels: dict[str, str],
-        state: TargetState,
-        outgoing: Iterable[tuple[str, Notification]] = (),
-        notifiers: tuple[str, ...] = (),
-    ) -> None:
-        await self._run(self._db.save, target, url, labels, state, list(outgoing), notifiers)
+    async def record(
+        self, subject: Subject, location: str, verdict: TargetState, decide: Decide
+    ) -> Decision:
+        result: Decision = await self._run(self._db.record, subject, location, verdict, decide)
+        return result
 
-    async def forget(self, target: str, outgoing: Iterable[tuple[str, Notification]] = ()) -> None:
-        await self._run(self._db.forget, target, list(outgoing))
+    async def forget(self, name: str, location: str, farewell: Farewell) -> None:
+        await self._run(self._db.forget, name, farewell)
+
+    async def incidents(self) -> dict[str, Stored]:
+        result: dict[str, Stored] = await self._run(self._db.load, _SELECT_INCIDENTS)
+        return result
 
     async def next_pending(self, notifier: str) -> Pending | None:
         result: Pending | None = await self._run(self._db.next_pending, notifier)
@@ -356,6 +369,17 @@ class SqliteStore:
     async def pending_counts(self) -> dict[str, int]:
         result: dict[str, int] = await self._run(self._db.pending_counts)
         return result
+
+    # -- a fleet of one ----------------------------------------------------------------------
+    async def join(self, instance: str, location: str, ttl_s: float) -> None:
+        self._member = (location, instance)
+
+    async def heartbeat(self) -> dict[str, tuple[str, ...]]:
+        location, instance = self._member
+        return {location: (instance,)}
+
+    async def lease(self, names: Iterable[str]) -> frozenset[str]:
+        return frozenset(names)
 
     async def close(self) -> None:
         await self._run(self._db.close)
