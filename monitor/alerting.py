@@ -43,6 +43,7 @@ from monitor.stores import Decision, FleetView, StateStore, Stored, StoreUnavail
 log = structlog.get_logger("monitor.alerting")
 
 DEFAULT_LOCATION = "default"
+FLEET_POLL_S = 1.0  # in a fleet, other instances queue messages too: look this often
 WRITE_RETRY_S = (0.1, 0.5, 1.0, 2.0, 5.0)  # waits between attempts at a failed write; then 5 s
 
 
@@ -66,26 +67,32 @@ class Alerting:
         *,
         location: str = DEFAULT_LOCATION,
         fleet: bool = False,
+        holds: Callable[[str], bool] | None = None,
     ) -> None:
         self.store = store
         self.location = location
         self._fleet = fleet  # several instances may share the store: log the fleet's changes
+        self._holds = holds  # whether this instance delivers a notifier's queue (its lease)
         self._on_death = on_death
         self.metrics = metrics
         self.states: dict[str, TargetState] = {}
-        self._targets: dict[str, Target] = {}
+        self._targets: dict[str, Target] = {}  # the ones this instance checks
+        self._all: dict[str, Target] = {}  # every target of the config
         self._session: aiohttp.ClientSession | None = None
         self._configs = {n.name: n for n in config.notifiers}
         self.delivery: Delivery | None = None
-        self.store_up = True
+        self.store_up = True  # the last write went through (or none failed)
         self._writes: deque[_Write] = deque()
         self._write_ready = asyncio.Event()
         self._written = asyncio.Event()  # set while no write waits
         self._written.set()
         self._writer: asyncio.Task[None] | None = None
 
-    async def start(self, targets: Iterable[Target]) -> None:
-        """Restore state, settle what changed while we were away, start the workers."""
+    async def start(self, targets: Iterable[Target], owned: Iterable[Target] | None = None) -> None:
+        """Restore state, settle what changed while we were away, start the workers.
+
+        ``targets`` are the config's (a stored target not among them has left it); ``owned``
+        the ones this instance checks (default: all of them)."""
         self._session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
         self.delivery = self._new_delivery(self._configs)
         try:
@@ -101,15 +108,29 @@ class Alerting:
                 continue
             # A removed target, or one that now checks something else: its incident ends.
             self._forget(name, saved.url, saved.labels, saved.notifiers, now, target is not None)
-        for name in wanted:
-            self.states.setdefault(name, TargetState())
-            self.metrics.set_state(name, self.states[name].state)
-        self._targets = wanted
+        self._all = wanted
+        self.assign(wanted.values() if owned is None else owned)
         self._writer = asyncio.create_task(self._write_loop(), name="state-writer")
         if self._on_death is not None:
             on_death = self._on_death
             self._writer.add_done_callback(lambda t: None if t.cancelled() else on_death(t))
         await self.delivery.start()
+
+    def assign(self, targets: Iterable[Target]) -> None:
+        """Judge exactly ``targets`` from now on (the ones this instance checks).
+
+        A target handed to another instance is dropped without a word: its state lives on in
+        the store and with its new owner. One taken over starts unknown here; the fleet's
+        state in the store decides whether its verdicts change anything, so a takeover never
+        repeats a message."""
+        wanted = {t.name: t for t in targets}
+        for name in [n for n in self.states if n not in wanted]:
+            del self.states[name]
+        for name in wanted:
+            if name not in self.states:
+                self.states[name] = TargetState()
+            self.metrics.set_state(name, self.states[name].state)
+        self._targets = wanted
 
     def _new_delivery(self, configs: dict[str, NotifierConfig]) -> Delivery:
         """Workers for ``configs``; ConfigError if a notifier cannot be set up (ca_file)."""
@@ -124,7 +145,16 @@ class Alerting:
         if problems:
             raise ConfigError(problems)
         counts = self.delivery.counts if self.delivery is not None else None
-        return Delivery(self.store, notifiers, configs, self.firing_for, counts, self._on_death)
+        return Delivery(
+            self.store,
+            notifiers,
+            configs,
+            self.firing_for,
+            counts,
+            self._on_death,
+            holds=self._holds,
+            poll_s=FLEET_POLL_S if self._fleet else None,
+        )
 
     def prepare(self, config: MonitorFile) -> Delivery | None:
         """The new notifiers' delivery if they changed, or None; ConfigError if one cannot be
@@ -132,23 +162,27 @@ class Alerting:
         configs = {n.name: n for n in config.notifiers}
         return None if configs == self._configs else self._new_delivery(configs)
 
-    async def reload(self, config: MonitorFile, diff: Diff, delivery: Delivery | None) -> None:
+    async def reload(
+        self,
+        config: MonitorFile,
+        diff: Diff,
+        delivery: Delivery | None,
+        owned: Iterable[Target] | None = None,
+    ) -> None:
         """Apply a reload: the target diff at once, then ``delivery`` from :meth:`prepare`.
 
         The targets are applied before the first await, in step with the scheduler and the
         metrics (the service changes all three without yielding), so no result can meet a
-        half-applied reload.
+        half-applied reload. ``owned``: the new targets this instance checks (default all).
         """
         now = time.time()
-        restarted = [*diff.removed, *(self._targets[n] for n in diff.retargeted)]
+        restarted = [*diff.removed, *(self._all[n] for n in diff.retargeted)]
         for old in restarted:
             self.states.pop(old.name, None)
             moved = old.name in diff.retargeted
             self._forget(old.name, old.safe_url, old.labels, old.alerts.notifiers, now, moved)
-        self._targets = {t.name: t for t in diff.targets}
-        for name in (*diff.added, *diff.retargeted):
-            self.states[name] = TargetState()
-            self.metrics.set_state(name, "unknown")
+        self._all = {t.name: t for t in diff.targets}
+        self.assign(diff.targets if owned is None else owned)
         if delivery is not None:
             if self.delivery is not None:
                 # What is queued stays in the outbox; the new workers pick it up.

@@ -77,6 +77,23 @@ def _parser() -> argparse.ArgumentParser:
         help=f"SQLite state file (MONITOR_STATE_FILE, {HELP_DEFAULTS['state_file']})",
     )
     daemon.add_argument(
+        "--state",
+        help="a SQLite file, or a postgresql:// URL to run as one of a fleet (MONITOR_STATE)",
+    )
+    daemon.add_argument(
+        "--location",
+        help="where this instance checks from (MONITOR_LOCATION, default)",
+    )
+    daemon.add_argument(
+        "--instance",
+        help="this instance's name, unique in the fleet (MONITOR_INSTANCE, the host name)",
+    )
+    daemon.add_argument(
+        "--fleet-ttl",
+        dest="fleet_ttl",
+        help="how long a silent instance keeps its share (MONITOR_FLEET_TTL, 15s)",
+    )
+    daemon.add_argument(
         "--shutdown-grace",
         type=float,
         dest="shutdown_grace_s",
@@ -145,6 +162,10 @@ def _settings(args: argparse.Namespace) -> Settings:
         "max_concurrency",
         "shutdown_grace_s",
         "state_file",
+        "state",
+        "location",
+        "instance",
+        "fleet_ttl",
         "web_config",
         "web_enable_lifecycle",
     )

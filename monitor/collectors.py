@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from monitor.alerting import Alerting
     from monitor.checks import Checker
     from monitor.delivery import Delivery
+    from monitor.membership import Membership
     from monitor.scheduling import Scheduler
 
 OUTCOMES = ("sent", "retried", "failed")
@@ -95,12 +96,21 @@ class DeliveryCollector(Collector):
 class StoreCollector(Collector):
     """Whether the state store takes writes, and how many wait; owned by alerting."""
 
-    def __init__(self, alerting: Callable[[], Alerting | None]) -> None:
+    def __init__(
+        self,
+        alerting: Callable[[], Alerting | None],
+        membership: Callable[[], Membership | None] = lambda: None,
+    ) -> None:
         self._alerting = alerting
+        self._membership = membership
 
     def collect(self) -> Iterator[Metric]:
-        alerting = self._alerting()
-        up = 1.0 if alerting is None or alerting.store_up else 0.0
+        alerting, membership = self._alerting(), self._membership()
+        writes = alerting is None or alerting.store_up
+        # A store that takes no write is not up merely because none was tried: the
+        # heartbeat asks it every few seconds.
+        answers = membership is None or membership.answering
+        up = 1.0 if writes and answers else 0.0
         yield GaugeMetricFamily(
             "monitor_state_store_up", "1 while the state store accepts writes, else 0", up
         )
@@ -108,6 +118,39 @@ class StoreCollector(Collector):
             "monitor_state_writes_pending",
             "State changes held in memory until the state store takes them",
             alerting.writes_waiting if alerting is not None else 0,
+        )
+
+
+class FleetCollector(Collector):
+    """The fleet as this instance sees it; owned by the membership."""
+
+    def __init__(self, membership: Callable[[], Membership | None], assigned: Callable[[], int]):
+        self._membership = membership
+        self._assigned = assigned
+
+    def collect(self) -> Iterator[Metric]:
+        membership = self._membership()
+        instances = GaugeMetricFamily(
+            "monitor_fleet_instances",
+            "Live instances by location, as this instance last saw them",
+            labels=["location"],
+        )
+        leases = GaugeMetricFamily(
+            "monitor_fleet_delivering",
+            "1 for each notifier whose queue this instance delivers (holds the lease)",
+            labels=["notifier"],
+        )
+        if membership is not None:
+            for location, count in membership.locations().items():
+                instances.add_metric([location], count)
+            for name in membership.notifiers:
+                leases.add_metric([name], 1.0 if membership.holds(name) else 0.0)
+        yield instances
+        yield leases
+        yield GaugeMetricFamily(
+            "monitor_fleet_targets_assigned",
+            "Targets this instance checks (its share of its location's)",
+            self._assigned(),
         )
 
 

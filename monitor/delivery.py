@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import structlog
@@ -28,7 +28,7 @@ import structlog
 from monitor.config import Notifier as NotifierConfig
 from monitor.incident import Notification
 from monitor.notifiers import Alertmanager, BaseNotifier, DeliveryError
-from monitor.stores import Pending, StateStore
+from monitor.stores import Pending, StateStore, StoreUnavailable
 
 log = structlog.get_logger("monitor.delivery")
 
@@ -38,6 +38,7 @@ STORE_RETRY_S = 5.0  # pause after a store error before a worker tries again
 # default (24 h) from when they were queued, checked at start and then every ORPHAN_CHECK_S.
 ORPHAN_GIVE_UP_S = 86400.0
 ORPHAN_CHECK_S = 3600.0
+LEASE_WAIT_S = 1.0  # how often a worker without its queue's lease looks again
 
 
 def backoff_s(attempts: int, max_backoff_s: float, retry_after_s: float | None) -> float:
@@ -59,8 +60,15 @@ class Delivery:
         firing: Callable[[str], Awaitable[list[Notification]]],
         counts: Counts | None = None,
         on_death: Callable[[asyncio.Task[None]], None] | None = None,
+        *,
+        holds: Callable[[str], bool] | None = None,
+        poll_s: float | None = None,
     ) -> None:
         self._store = store
+        # In a fleet, a queue is delivered only while this instance holds its lease, and
+        # other instances queue messages too: an idle worker looks again every poll_s.
+        self._holds = holds
+        self._poll_s = poll_s
         self._notifiers = notifiers
         self._configs = configs
         self._firing = firing
@@ -82,7 +90,10 @@ class Delivery:
         self.counts[key] = self.counts.get(key, 0) + 1
 
     async def start(self) -> None:
-        waiting = await self._store.pending_counts()
+        try:
+            waiting = await self._store.pending_counts()
+        except StoreUnavailable:
+            waiting = {}  # the database is away; counted again when it answers
         for name, count in waiting.items():
             if name in self.pending:
                 self.pending[name] = count
@@ -148,6 +159,18 @@ class Delivery:
         if not task.cancelled() and not self._stopping and self._on_death is not None:
             self._on_death(task)
 
+    def wake(self, names: Iterable[str]) -> None:
+        """Let the workers of ``names`` look at their queue now (a lease was taken)."""
+        for name in names:
+            if name in self._wake:
+                self._wake[name].set()
+
+    async def recount(self) -> None:
+        """Read how many messages wait per notifier (in a fleet, others queue them too)."""
+        waiting = await self._store.pending_counts()
+        for name in self.pending:
+            self.pending[name] = waiting.get(name, 0)
+
     def queued(self, names: list[str]) -> None:
         """Tell the workers of ``names`` that the outbox has new messages for them."""
         for name in names:
@@ -186,13 +209,20 @@ class Delivery:
     async def _drain(self, name: str) -> None:
         wake = self._wake[name]
         while not self._stopping:
+            if self._holds is not None and not self._holds(name):
+                wake.clear()  # another instance delivers this queue; woken on a lease
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), timeout=LEASE_WAIT_S)
+                continue
             pending = await self._store.next_pending(name)
             if pending is not None and pending.id in self._sent:
                 # Sent, but the store refused to mark it: mark it, never send it again.
                 await self._store.delivered(pending.id)
                 self._sent.pop(pending.id)()
                 continue
-            delay_s = None if pending is None else pending.next_attempt - time.time()
+            delay_s = self._poll_s if pending is None else pending.next_attempt - time.time()
+            if self._poll_s is not None and delay_s is not None:
+                delay_s = min(delay_s, self._poll_s)
             if pending is None or (delay_s is not None and delay_s > 0):
                 wake.clear()
                 with contextlib.suppress(TimeoutError):
@@ -245,6 +275,8 @@ class Delivery:
                 await asyncio.wait_for(self._stop_event.wait(), timeout=notifier.resend_interval_s)
             if self._stopping:
                 return
+            if self._holds is not None and not self._holds(name):
+                continue  # the lease holder re-sends
             try:
                 firing = await self._firing(name)
             except Exception as exc:

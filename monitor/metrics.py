@@ -71,7 +71,7 @@ class _TargetStats:
     )
 
     def __init__(self, info: dict[str, str], bounds: Sequence[float]) -> None:
-        self.label = f'target="{escape(info["target"])}"'
+        self.label = f'target="{escape(info["target"])}",location="{escape(info["location"])}"'
         self.set_info(info)
         self.duration = Histogram(bounds)
         self.checks: dict[str, int] = {"ok": 0}
@@ -92,8 +92,9 @@ class _TargetStats:
 class Metrics:
     """The per-target series: results and states as they are observed."""
 
-    def __init__(self, duration_buckets_s: Sequence[float]) -> None:
+    def __init__(self, duration_buckets_s: Sequence[float], location: str = "default") -> None:
         self._bounds = tuple(duration_buckets_s)
+        self._location = location  # on every per-target series: where the checks ran from
         self._targets: dict[str, _TargetStats] = {}
 
     def set_targets(self, targets: Iterable[Target]) -> None:
@@ -103,7 +104,7 @@ class Metrics:
             if name not in wanted:
                 del self._targets[name]
         for name, target in wanted.items():
-            info = _info_labels(target)
+            info = _info_labels(target, self._location)
             stats = self._targets.get(name)
             if stats is None:
                 self._targets[name] = _TargetStats(info, self._bounds)
@@ -159,8 +160,13 @@ class Metrics:
         yield generate_latest(registry).decode()
 
 
-def _info_labels(target: Target) -> dict[str, str]:
-    labels = {"target": target.name, "url": target.safe_url, "method": target.method}
+def _info_labels(target: Target, location: str) -> dict[str, str]:
+    labels = {
+        "target": target.name,
+        "location": location,
+        "url": target.safe_url,
+        "method": target.method,
+    }
     for key, value in target.labels.items():
         labels.setdefault(key, value)  # the config refuses these names; never override
     return labels

@@ -25,6 +25,7 @@ from monitor.checks import Checker, CheckResult
 from monitor.collectors import (
     CheckerCollector,
     DeliveryCollector,
+    FleetCollector,
     ReloadStatus,
     SchedulerCollector,
     StoreCollector,
@@ -35,6 +36,7 @@ from monitor.connections import Limits
 from monitor.endpoint import Endpoint, EndpointError
 from monitor.loader import ConfigError, load_config
 from monitor.logs import configure, log_check
+from monitor.membership import Membership
 from monitor.metrics import Metrics
 from monitor.reload import apply
 from monitor.scheduling import Scheduler
@@ -61,16 +63,18 @@ class Service:
     def __init__(self, settings: Settings, config: MonitorFile) -> None:
         self.settings = settings
         self.config = config
-        self.metrics = Metrics(settings.duration_buckets_s)
+        self.metrics = Metrics(settings.duration_buckets_s, settings.location)
         self.checker = Checker(settings.max_concurrency)
         self.scheduler = Scheduler(self.checker.check, self._on_result)
         self.alerting: Alerting | None = None
+        self.membership: Membership | None = None
         self.reload_status = ReloadStatus()
         self.registry = process_registry(
             CheckerCollector(self.checker),
             SchedulerCollector(self.scheduler),
             DeliveryCollector(lambda: self.alerting.delivery if self.alerting else None),
-            StoreCollector(lambda: self.alerting),
+            StoreCollector(lambda: self.alerting, lambda: self.membership),
+            FleetCollector(lambda: self.membership, lambda: self.scheduler.target_count),
             self.reload_status,
         )
         self.endpoint = Endpoint(
@@ -121,6 +125,8 @@ class Service:
             asyncio.create_task(self._reloader(), name="reloader"),
             asyncio.create_task(self._pulse(), name="pulse"),
         ]
+        if self.membership is not None:
+            self._tasks.append(asyncio.create_task(self.membership.run(), name="fleet"))
         for task in self._tasks:
             task.add_done_callback(lambda t: None if t.cancelled() else self._task_died(t))
         await self.should_exit.wait()
@@ -133,22 +139,60 @@ class Service:
 
     async def startup(self) -> None:
         targets = self.config.targets
-        self.metrics.set_targets(targets)
+        settings = self.settings
         try:
-            await self.endpoint.start(self.settings.listen_host, self.settings.listen_port)
+            await self.endpoint.start(settings.listen_host, settings.listen_port)
         except EndpointError as exc:
             raise StartupError(str(exc), exc.exit_code) from None
         try:
-            store = await open_store(self.settings.state_file)
+            store = await open_store(settings.state_setting)
         except StateFileError as exc:
             raise StartupError(str(exc), EXIT_CONFIG) from None
-        self.alerting = Alerting(self.config, store, self.metrics, self._task_died)
+        self.membership = membership = Membership(
+            store,
+            settings.instance,
+            settings.location,
+            settings.fleet_ttl,
+            on_members=self._reassign,
+            on_leases=self._leases_changed,
+            on_fatal=self._fatal,
+        )
+        membership.set_notifiers([n.name for n in self.config.notifiers])
+        # Join and see who is live before taking a share; a database that does not answer
+        # yet leaves this instance alone with every target, until it does.
+        await membership.beat()
+        if self.exit_code == EXIT_CONFIG:  # the instance name is taken
+            await store.close()
+            msg = f"instance name {settings.instance!r} is taken"
+            raise StartupError(msg, EXIT_CONFIG)
+        owned = membership.owned(targets)
+        self.metrics.set_targets(owned)
+        self.alerting = Alerting(
+            self.config,
+            store,
+            self.metrics,
+            self._task_died,
+            location=settings.location,
+            fleet=settings.fleet,
+            holds=membership.holds,
+        )
         try:
-            await self.alerting.start(targets)
+            await self.alerting.start(targets, owned)
         except ConfigError as exc:
             raise StartupError(str(exc), EXIT_CONFIG) from None
         _settle_memory()
-        self.scheduler.start(targets)
+        self.scheduler.start(owned)
+        unchecked = [
+            t.name for t in targets if t.locations and settings.location not in t.locations
+        ]
+        if unchecked and not settings.fleet:
+            log.warning(
+                "targets_not_checked_here",
+                location=settings.location,
+                targets=unchecked[:20],
+                count=len(unchecked),
+                why="their locations do not include this instance's",
+            )
         self.reload_status.ok(time.time())
         self.started = True
         log.info(
@@ -243,14 +287,44 @@ class Service:
         # Scheduler, metrics and alerting's targets change together, with no await between
         # them: a result that arrives meanwhile finds all three old or all three new.
         self.config = config
-        self.scheduler.replace(config.targets)
-        self.metrics.set_targets(config.targets)
+        owned = self._owned()
+        self.scheduler.replace(owned)
+        self.metrics.set_targets(owned)
+        if self.membership is not None:
+            self.membership.set_notifiers([n.name for n in config.notifiers])
         if self.alerting is not None:
-            await self.alerting.reload(config, diff, delivery)
+            await self.alerting.reload(config, diff, delivery, owned)
         _settle_memory()
         self.reload_status.ok(time.time())
         log.info("config_reloaded", **diff.summary())
         return []
+
+    # -- the fleet ---------------------------------------------------------------------
+    def _owned(self) -> list[Target]:
+        targets = self.config.targets
+        return self.membership.owned(targets) if self.membership is not None else list(targets)
+
+    def _reassign(self) -> None:
+        """The live members of this location changed: take up exactly this instance's share.
+        Like a reload, scheduler, metrics and alerting change together, without an await."""
+        if self.alerting is None:
+            return  # still starting: the share is computed once the first round is in
+        owned = self._owned()
+        before = self.scheduler.target_count
+        self.scheduler.replace(owned)
+        self.metrics.set_targets(owned)
+        self.alerting.assign(owned)
+        log.info("fleet_share_changed", targets=len(owned), before=before)
+
+    def _leases_changed(self, held: frozenset[str]) -> None:
+        if self.alerting is not None and self.alerting.delivery is not None:
+            self.alerting.delivery.wake(held)
+
+    def _fatal(self, message: str) -> None:
+        """This instance cannot be one of the fleet (its name is taken): stop, exit code 2."""
+        log.error("instance_name_taken", error=message, consequence="exiting with code 2")
+        self.exit_code = EXIT_CONFIG
+        self.should_exit.set()
 
     # -- systemd -----------------------------------------------------------------------
     def _status(self) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -54,6 +55,26 @@ class Settings(BaseModel):
     state_file: Path = Field(
         default=Path("monitor-state.db"),
         description="SQLite file for target state and undelivered notifications",
+    )
+    state: str | None = Field(
+        default=None,
+        description="a SQLite file path, or a postgresql:// URL for a fleet; wins over state_file",
+    )
+    location: str = Field(
+        default="default",
+        pattern=r"^[A-Za-z0-9_.\-]{1,64}$",
+        description="where this instance checks from (letters, digits, _ . -)",
+    )
+    instance: str = Field(
+        default_factory=socket.gethostname,
+        pattern=r"^[A-Za-z0-9_.\-]{1,200}$",
+        description="this instance's name, unique in the fleet (default: the host name)",
+    )
+    fleet_ttl: float = Field(
+        default=15.0,
+        gt=0,
+        le=3600,
+        description="seconds a silent instance keeps its share (a duration such as 15s)",
     )
     log_format: Literal["auto", "json", "console"] = Field(
         default="auto", description="auto: console on a TTY, JSON lines otherwise"
@@ -103,6 +124,15 @@ class Settings(BaseModel):
             return values
         return {**from_environment(os.environ), **values}
 
+    @field_validator("fleet_ttl", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        if isinstance(value, str):
+            from monitor.config import parse_duration  # noqa: PLC0415 - only when given
+
+            return parse_duration(value)
+        return value
+
     @field_validator("listen")
     @classmethod
     def _host_port(cls, value: str) -> str:
@@ -147,6 +177,16 @@ class Settings(BaseModel):
         if "max_concurrency" in self.model_fields_set:
             return self.max_concurrency
         return CHECK_MAX_CONCURRENCY
+
+    @property
+    def state_setting(self) -> str:
+        """Where state lives: ``state`` if set, else ``state_file``."""
+        return self.state if self.state else str(self.state_file)
+
+    @property
+    def fleet(self) -> bool:
+        """Whether the state is a database that several instances may share."""
+        return self.state_setting.startswith(("postgresql://", "postgres://"))
 
     @property
     def listen_host(self) -> str:

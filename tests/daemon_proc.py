@@ -147,12 +147,18 @@ def first_slot_name(prefix: str = "t") -> str:
 
 
 def sample(text: str, name: str, **labels: str) -> float | None:
-    """The value of one series in an exposition, whatever the label order; None if absent."""
+    """The value of one series in an exposition, whatever the label order; None if absent.
+
+    Per-target series also carry ``location`` (``default`` for a single instance): a test
+    that names a target but no location means that one."""
     from prometheus_client.parser import text_string_to_metric_families
 
+    wanted = [labels]
+    if "target" in labels and "location" not in labels:
+        wanted.append({**labels, "location": "default"})
     for family in text_string_to_metric_families(text):
         for s in family.samples:
-            if s.name == name and s.labels == labels:
+            if s.name == name and s.labels in wanted:
                 return float(s.value)
     return None
 

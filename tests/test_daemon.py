@@ -90,11 +90,21 @@ targets:
                     for f in text_string_to_metric_families(text)
                     for s in f.samples
                 }
-                assert samples[("monitor_up", (("target", "good"),))] == 1
-                assert samples[("monitor_up", (("target", "bad"),))] == 0
-                assert samples[("monitor_http_status_code", (("target", "bad"),))] == 500
+                assert samples[("monitor_up", (("location", "default"), ("target", "good")))] == 1
+                assert samples[("monitor_up", (("location", "default"), ("target", "bad")))] == 0
                 assert (
-                    samples[("monitor_checks_total", (("reason", "status"), ("target", "bad")))]
+                    samples[
+                        ("monitor_http_status_code", (("location", "default"), ("target", "bad")))
+                    ]
+                    == 500
+                )
+                assert (
+                    samples[
+                        (
+                            "monitor_checks_total",
+                            (("location", "default"), ("reason", "status"), ("target", "bad")),
+                        )
+                    ]
                     >= 1
                 )
                 assert any(name == "process_resident_memory_bytes" for name, _ in samples)

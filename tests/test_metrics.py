@@ -77,7 +77,12 @@ def _samples(
 def _get(
     samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
 ) -> float | None:
-    return samples.get((name, frozenset(labels.items())))
+    """The sample of ``name`` with exactly ``labels``; per-target series also carry
+    ``location="default"`` (a single instance), which a test need not spell out."""
+    found = samples.get((name, frozenset(labels.items())))
+    if found is None and "target" in labels and "location" not in labels:
+        found = samples.get((name, frozenset({**labels, "location": "default"}.items())))
+    return found
 
 
 API = Target(name="api", url="https://user:hunter2@127.0.0.1:8443/health", labels={"team": "core"})
@@ -138,7 +143,7 @@ class TestValues:
         text = _render(metrics, registry).decode()
         info_lines = [line for line in text.splitlines() if line.startswith("monitor_target_info")]
         assert info_lines == [
-            'monitor_target_info{method="GET",target="api",team="core",'
+            'monitor_target_info{location="default",method="GET",target="api",team="core",'
             'url="https://user:***@127.0.0.1:8443/health"} 1.0'
         ]
         assert "hunter2" not in text
