@@ -53,6 +53,7 @@ class Membership:
         self._held_until = 0.0  # monotonic: the leases may have lapsed after this
         self._joined = False
         self.answering = True  # whether the store answered the last round
+        self._known: set[str] = {location}  # every location to report, live or not
         self._on_members = on_members
         self._on_leases = on_leases
         self._on_fatal = on_fatal
@@ -71,8 +72,15 @@ class Membership:
         return [t for t in mine if t.name in names]
 
     def locations(self) -> dict[str, int]:
-        """Live instances by location, as this instance last saw them."""
-        return {loc: len(names) for loc, names in sorted(self.members.items())}
+        """Live instances by location, as this instance last saw them; a location named by
+        a target or seen live before, with none live now, reads 0."""
+        self._known.update(self.members)
+        return {loc: len(self.members.get(loc, ())) for loc in sorted(self._known)}
+
+    def expect(self, targets: Iterable[Target]) -> None:
+        """Remember the locations the targets name, to report one that has no instance."""
+        for target in targets:
+            self._known.update(target.locations or ())
 
     # -- the loop --------------------------------------------------------------------------
     def set_notifiers(self, names: Sequence[str]) -> None:

@@ -158,6 +158,7 @@ class Service:
             on_fatal=self._fatal,
         )
         membership.set_notifiers([n.name for n in self.config.notifiers])
+        membership.expect(targets)
         # Join and see who is live before taking a share; a database that does not answer
         # yet leaves this instance alone with every target, until it does.
         await membership.beat()
@@ -292,6 +293,7 @@ class Service:
         self.metrics.set_targets(owned)
         if self.membership is not None:
             self.membership.set_notifiers([n.name for n in config.notifiers])
+            self.membership.expect(config.targets)
         if self.alerting is not None:
             await self.alerting.reload(config, diff, delivery, owned)
         _settle_memory()

@@ -402,3 +402,69 @@ class TestOrphans:
         ]
         assert (delivery.orphaned, delivery.counts) == ({"gone": 1}, {("gone", "failed"): 1})
         assert await store.pending_counts() == {"gone": 1}
+
+
+class CountingStore(MemoryStore):
+    """A MemoryStore that counts how often a worker looked at the outbox."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.looks = 0
+
+    async def next_pending(self, notifier: str) -> Pending | None:
+        self.looks += 1
+        return await super().next_pending(notifier)
+
+
+class TestLease:
+    async def test_a_queue_is_delivered_only_under_its_lease(
+        self, session: aiohttp.ClientSession, receiver: Receiver, hook_url: str
+    ) -> None:
+        """Without the lease the worker does not even read the queue (another instance
+        delivers it); once the lease is held and the worker woken, the message goes out."""
+        store = CountingStore()
+        note = _note()
+        await _queue(store, ("hook", note))
+        held: set[str] = set()
+        config = _webhook(hook_url)
+        delivery = Delivery(
+            store,
+            {"hook": build_notifier(config, session)},
+            {"hook": config},
+            _never_firing,
+            holds=held.__contains__,
+            poll_s=0.05,
+        )
+        await delivery.start()
+        delivery.wake(["hook"])
+        for _ in range(20):
+            await asyncio.sleep(0)  # let the worker run its round
+        assert (store.looks, receiver.inbox.received) == (0, [])
+        held.add("hook")
+        delivery.wake(["hook"])
+        await receiver.inbox.wait_for(1)
+        await delivery.stop(5)
+        assert receiver.inbox.received == [payload(note)]
+        assert await store.pending_counts() == {}
+
+    async def test_an_idle_worker_in_a_fleet_finds_messages_others_queued(
+        self, session: aiohttp.ClientSession, receiver: Receiver, hook_url: str
+    ) -> None:
+        """A message queued without waking the worker (another instance's write) is still
+        delivered: in a fleet an idle worker looks again every poll_s."""
+        store = MemoryStore()
+        config = _webhook(hook_url)
+        delivery = Delivery(
+            store,
+            {"hook": build_notifier(config, session)},
+            {"hook": config},
+            _never_firing,
+            holds=lambda _name: True,
+            poll_s=0.05,
+        )
+        await delivery.start()
+        note = _note()
+        await _queue(store, ("hook", note))  # no delivery.queued(): nobody wakes it
+        await receiver.inbox.wait_for(1)
+        await delivery.stop(5)
+        assert receiver.inbox.received == [payload(note)]
