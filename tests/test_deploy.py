@@ -182,6 +182,10 @@ class TestSystemdUnit:
             "MONITOR_CONFIG",
             "MONITOR_LISTEN",
             "MONITOR_STATE_FILE",
+            "MONITOR_STATE",
+            "MONITOR_LOCATION",
+            "MONITOR_INSTANCE",
+            "MONITOR_FLEET_TTL",
             "MONITOR_LOG_FORMAT",
             "MONITOR_LOG_LEVEL",
             "MONITOR_MAX_CONCURRENCY",
@@ -265,6 +269,9 @@ class TestPrometheusFiles:
             "UptimeMonitorNotificationsFailing": {"severity": "critical"},
             "UptimeMonitorNotificationsRetrying": {"severity": "warning"},
             "UptimeMonitorConfigReloadFailed": {"severity": "warning"},
+            "UptimeFleetLocationWithoutInstance": {"severity": "critical"},
+            "UptimeStateStoreDown": {"severity": "critical"},
+            "UptimeTargetDownInMostLocations": {"severity": "critical"},
         }
         for rule in rules:
             name = rule["alert"]
@@ -571,7 +578,7 @@ def _rules_without_waiting(tmp_path: Path) -> Path:
     text, count = re.subn(
         r"(?m)^(\s+)for: \S+$", r"\1for: 0s", (PROMETHEUS_DIR / "rules.yml").read_text()
     )
-    assert count == 9  # every rule but the two that fire at once
+    assert count == 12  # every rule but the two that fire at once
     copy = tmp_path / "rules.yml"
     copy.write_text(text)
     return copy
