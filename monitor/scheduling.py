@@ -27,7 +27,7 @@ import functools
 import math
 import time
 import zlib
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 
 import structlog
@@ -234,6 +234,19 @@ class Scheduler:
         if not task.cancelled() and task.exception() is not None:
             # A check never raises; this is a bug, and it must not pass unseen.
             log.error("check_crashed", target=name, exc_info=task.exception())
+
+    def check_soon(self, targets: Sequence[Target]) -> None:
+        """Check these (current) targets now rather than at their slot's next turn: a
+        fleet's takeover. At most FIRST_ROUND_RATE a second (and within an interval), so
+        that taking over a dead instance's thousands of targets is not one burst."""
+        if not self._accepting or not targets:
+            return
+        loop = asyncio.get_running_loop()
+        now = time.time()
+        spread_s = min(min(t.interval_s for t in targets), len(targets) / FIRST_ROUND_RATE)
+        for i, target in enumerate(targets):
+            delay_s = spread_s * i / len(targets)
+            loop.call_later(delay_s, self._start, target, now + delay_s)
 
     def retry_soon(self, target: Target) -> None:
         """Re-check ``target`` after its retry_interval: a change is confirmed (or dropped)

@@ -313,10 +313,14 @@ class Service:
             return  # still starting: the share is computed once the first round is in
         owned = self._owned()
         before = self.scheduler.target_count
+        gained = [t for t in owned if not self.scheduler.is_current(t)]
         self.scheduler.replace(owned)
         self.metrics.set_targets(owned)
         self.alerting.assign(owned)
-        log.info("fleet_share_changed", targets=len(owned), before=before)
+        # A target taken over from a dead instance is checked now, not at its next turn: a
+        # takeover then takes the TTL and a heartbeat, not the TTL and a whole interval.
+        self.scheduler.check_soon(gained)
+        log.info("fleet_share_changed", targets=len(owned), before=before, gained=len(gained))
 
     def _leases_changed(self, held: frozenset[str]) -> None:
         if self.alerting is not None and self.alerting.delivery is not None:

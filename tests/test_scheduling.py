@@ -325,3 +325,23 @@ class TestFirstRound:
         firsts = sorted(r[0][1] - started for r in runs.values())
         assert len(firsts) == 20
         assert firsts[-1] < 1.5, firsts  # within the round, give or take a busy machine
+
+
+class TestCheckSoon:
+    async def test_a_taken_over_target_is_checked_now_not_at_its_turn(self) -> None:
+        """Targets on a 1-hour interval, started after their first round: check_soon runs
+        each of them once at once (a fleet's takeover), and nothing else runs."""
+        recorder = Recorder()
+        targets = _targets(3, interval_s=3600.0)
+        scheduler = recorder.scheduler()
+        scheduler.start([])
+        scheduler.replace(targets)  # as a reassignment does: they join with no first round
+        for target in targets:
+            recorder.runs[target.name] = []  # "every target ran once" means these three
+        recorder.want = 1
+        scheduler.check_soon(targets)
+        async with asyncio.timeout(5):  # an hour otherwise
+            await recorder.enough.wait()
+        await scheduler.stop(1)
+        assert sorted(recorder.runs) == ["t0", "t1", "t2"]
+        assert [len(r) for r in recorder.runs.values()] == [1, 1, 1]
