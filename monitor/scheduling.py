@@ -243,7 +243,8 @@ class Scheduler:
             return
         loop = asyncio.get_running_loop()
         now = time.time()
-        spread_s = min(min(t.interval_s for t in targets), len(targets) / FIRST_ROUND_RATE)
+        shortest_s = min(t.interval_s for t in targets)
+        spread_s = min(shortest_s, len(targets) / FIRST_ROUND_RATE)
         for i, target in enumerate(targets):
             delay_s = spread_s * i / len(targets)
             loop.call_later(delay_s, self._start, target, now + delay_s)
