@@ -41,6 +41,7 @@ class Membership:
         on_members: Callable[[], None],
         on_leases: Callable[[frozenset[str]], None],
         on_fatal: Callable[[str], None],
+        on_beat: Callable[[dict[str, str]], None] | None = None,
     ) -> None:
         self.store = store
         self.instance = instance
@@ -57,6 +58,9 @@ class Membership:
         self._on_members = on_members
         self._on_leases = on_leases
         self._on_fatal = on_fatal
+        # In a fleet: called after each round with the fleet's open incidents (target →
+        # state), which any instance may have opened.
+        self._on_beat = on_beat
         self._wake = asyncio.Event()
 
     # -- reading ---------------------------------------------------------------------------
@@ -102,6 +106,7 @@ class Membership:
                 log.info("fleet_joined", instance=self.instance, location=self.location)
             members = await self.store.heartbeat()
             held = await self.store.lease(self.notifiers)
+            incidents = await self.store.incidents() if self._on_beat is not None else {}
         except InstanceTaken as exc:
             self._on_fatal(str(exc))
             return False
@@ -132,6 +137,8 @@ class Membership:
             self._on_members()
         else:
             self.members = members
+        if self._on_beat is not None:
+            self._on_beat({name: stored.state.state for name, stored in incidents.items()})
         return True
 
     def _set_held(self, held: frozenset[str]) -> None:

@@ -59,6 +59,7 @@ class _TargetStats:
         "changes",
         "checks",
         "duration",
+        "fleet_state",
         "info",
         "info_labels",
         "label",
@@ -81,6 +82,7 @@ class _TargetStats:
         self.tls_expiry_ts: float | None = None
         self.last_check_ts: float | None = None
         self.state: str = "unknown"
+        self.fleet_state: str | None = None  # in a fleet: the target's state, all locations
         self.changes: dict[str, int] = {}
 
     def set_info(self, info: dict[str, str]) -> None:
@@ -126,6 +128,12 @@ class Metrics:
         stats.last_check_ts = result.started_at + result.duration_s
         if result.tls_expiry_ts is not None:
             stats.tls_expiry_ts = result.tls_expiry_ts
+
+    def set_fleet_state(self, name: str, state: str) -> None:
+        """The fleet's state of a target this instance checks (absent for a single one)."""
+        stats = self._targets.get(name)
+        if stats is not None:
+            stats.fleet_state = state
 
     def set_state(self, name: str, state: str, *, changed: bool = False) -> None:
         stats = self._targets.get(name)
@@ -245,6 +253,15 @@ def _target_families(bounds: Sequence[float]) -> list[tuple[str, Line]]:
             for k in STATES
         )
 
+    def fleet_state(s: _TargetStats) -> str:
+        if s.fleet_state is None:
+            return ""
+        now = s.fleet_state
+        return "".join(
+            f'monitor_fleet_state{{{s.label},state="{k}"}} {"1.0" if now == k else "0.0"}\n'
+            for k in STATES
+        )
+
     def changes(s: _TargetStats) -> str:
         return "".join(
             f'monitor_state_changes_total{{{s.label},to="{k}"}} {n}.0\n'
@@ -297,6 +314,14 @@ def _target_families(bounds: Sequence[float]) -> list[tuple[str, Line]]:
                 "monitor_state_changes_total", "counter", "Changes of state, by the state entered"
             ),
             changes,
+        ),
+        (
+            _header(
+                "monitor_fleet_state",
+                "gauge",
+                "In a fleet: 1 for the target's state over all its locations (the quorum's)",
+            ),
+            fleet_state,
         ),
         (
             _header("monitor_target_info", "gauge", "Static facts about each configured target"),

@@ -156,6 +156,7 @@ class Service:
             on_members=self._reassign,
             on_leases=self._leases_changed,
             on_fatal=self._fatal,
+            on_beat=self._fleet_states if settings.fleet else None,
         )
         membership.set_notifiers([n.name for n in self.config.notifiers])
         membership.expect(targets)
@@ -321,6 +322,16 @@ class Service:
         # takeover then takes the TTL and a heartbeat, not the TTL and a whole interval.
         self.scheduler.check_soon(gained)
         log.info("fleet_share_changed", targets=len(owned), before=before, gained=len(gained))
+
+    def _fleet_states(self, incidents: dict[str, str]) -> None:
+        """Export the fleet's state of the targets this instance checks: an open incident's
+        state, else up once any verdict is in (unknown before)."""
+        if self.alerting is None:
+            return
+        for name, state in self.alerting.states.items():
+            verdict = state.state
+            fleet = incidents.get(name) or ("unknown" if verdict == "unknown" else "up")
+            self.metrics.set_fleet_state(name, fleet)
 
     def _leases_changed(self, held: frozenset[str]) -> None:
         if self.alerting is not None and self.alerting.delivery is not None:

@@ -269,6 +269,25 @@ class TestRenderer:
         pieces = [piece async for piece in metrics.stream(registry)]
         done = True
         await task
-        # 10 per-target families of 2,000 targets in chunks of 500: the loop ran 40 times
-        # between pieces, not once after the whole render; the registry's families are the 41st.
-        assert (ticks, len(pieces)) == (40, 41)
+        # 11 per-target families of 2,000 targets in chunks of 500: the loop ran 44 times
+        # between pieces, not once after the whole render; the registry's families are the 45th.
+        assert (ticks, len(pieces)) == (44, 45)
+
+
+class TestFleet:
+    def test_fleet_state_is_absent_for_a_single_instance_and_one_hot_in_a_fleet(self) -> None:
+        """No monitor_fleet_state series until a fleet sets one; then 1 for that state only,
+        with this instance's location like every per-target series."""
+        registry = CollectorRegistry()
+        metrics = Metrics((0.1,), location="eu")
+        metrics.set_targets([API])
+        assert [k for k in _samples(metrics, registry) if k[0] == "monitor_fleet_state"] == []
+        metrics.set_fleet_state("api", "down")
+        s = _samples(metrics, registry)
+        assert {
+            labels["state"]: value
+            for (name, frozen), value in s.items()
+            if name == "monitor_fleet_state"
+            for labels in [dict(frozen)]
+            if labels["target"] == "api" and labels["location"] == "eu"
+        } == {"unknown": 0.0, "up": 0.0, "degraded": 0.0, "down": 1.0}
