@@ -1,14 +1,18 @@
-"""The state store's contract: what survives a restart, whatever keeps it.
+"""The state store's contract: what survives a restart (and, in a fleet, a failover).
 
-Each target's state (with the URL, labels and notifiers it had) and the notifications not yet
-delivered. A backend is chosen by the ``--state`` setting; every backend implements
-:class:`StateStore` and passes the same contract tests (``tests/store_contract.py``).
-Everything is async so a backend may talk to a server; none may block the event loop.
+Per target: the *fleet state* (the state alerts are about, with the URL, labels and notifiers
+it had) and each location's *verdict* (the state its own checks reached). Then the outbox of
+notifications not yet delivered, and, for a fleet, its live members and the delivery leases.
+A backend is chosen by the ``--state`` setting; every backend implements :class:`StateStore`
+and passes the same contract tests (``tests/store_contract.py``). Everything is async so a
+backend may talk to a server; none may block the event loop.
+
+A single SQLite file is a fleet of one: one location, one instance, every lease its own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -27,6 +31,39 @@ class Stored:
 
 
 @dataclass(frozen=True, slots=True)
+class Subject:
+    """What a store keeps about a target besides its state (from the writer's config)."""
+
+    name: str
+    url: str  # already without secrets
+    labels: dict[str, str]
+    notifiers: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FleetView:
+    """What a decision about one target sees, read in the transaction that writes it."""
+
+    fleet: TargetState  # the persisted fleet state; TargetState() if there was none
+    verdicts: dict[str, TargetState]  # location → its verdict, the one being recorded included
+    live: frozenset[str]  # locations with a live instance; the recording one always counts
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The new fleet state of a target and the messages it implies."""
+
+    state: TargetState
+    outgoing: tuple[tuple[str, Notification], ...] = ()  # (notifier, message)
+
+
+Decide = Callable[[FleetView], Decision]
+"""Pure and synchronous: a backend calls it inside its transaction (maybe on its own thread)."""
+Farewell = Callable[[Stored], Iterable[tuple[str, Notification]]]
+"""The last messages of a target whose fleet state is dropped (pure, synchronous)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Pending:
     """One undelivered notification in the outbox."""
 
@@ -39,40 +76,51 @@ class Pending:
 
 
 class StateFileError(Exception):
-    """The state setting cannot work (a directory, or a folder that does not exist)."""
+    """The state setting cannot work: a directory, a missing folder, a database that rejects
+    the credentials or does not exist. A configuration error (exit code 2); the message
+    never holds a password."""
+
+
+class StoreUnavailable(Exception):
+    """The store cannot be reached now (a database server that is down); try again later."""
+
+
+class InstanceTaken(Exception):
+    """Another live instance of the fleet already has this instance name."""
 
 
 class StateStore(Protocol):
-    """Target state and an outbox of notifications, written together.
+    """Target state, verdicts and an outbox of notifications, written together.
 
-    - :meth:`save` and :meth:`forget` write a target's state and queue its messages in one
-      transaction: after a crash either both are there or neither.
+    - :meth:`record` and :meth:`forget` write state and queue the messages it implies in one
+      transaction: after a crash either both are there or neither; and two instances that
+      record the same target at once are serialised, so a fleet change is decided once.
     - The outbox keeps order per notifier: :meth:`next_pending` is the oldest message of that
       notifier, whatever its ``next_attempt``.
     """
 
-    async def load(self) -> dict[str, Stored]:
-        """Every target's stored state, by name."""
+    async def load(self, location: str) -> dict[str, Stored]:
+        """Every target this location has a verdict for, by name: the fleet row's URL,
+        labels and notifiers, with the location's verdict as ``state``."""
         ...
 
-    async def save(
-        self,
-        target: str,
-        url: str,
-        labels: dict[str, str],
-        state: TargetState,
-        outgoing: Iterable[tuple[str, Notification]] = (),
-        notifiers: tuple[str, ...] = (),
-    ) -> None:
-        """Persist ``state`` and queue ``outgoing`` (notifier, message) pairs atomically.
-
-        ``notifiers`` are the target's: who hears that an incident ended if the target is
-        removed from the config while the daemon is not running.
-        """
+    async def record(
+        self, subject: Subject, location: str, verdict: TargetState, decide: Decide
+    ) -> Decision:
+        """In one transaction: lock the target's fleet state (an ``unknown`` one if none),
+        store ``location``'s ``verdict`` (the persisted fields), read every location's
+        verdict and the live locations, call ``decide``, store its state with ``subject``'s
+        URL, labels and notifiers, and queue its messages. Returns the decision."""
         ...
 
-    async def forget(self, target: str, outgoing: Iterable[tuple[str, Notification]] = ()) -> None:
-        """Drop a removed target's state, queueing its last messages in the same transaction."""
+    async def forget(self, name: str, location: str, farewell: Farewell) -> None:
+        """Drop ``location``'s verdict of a target that left its config. If no other
+        location's verdict remains, drop the fleet state too and queue ``farewell(fleet
+        row)`` in the same transaction; with no fleet row, nothing is queued."""
+        ...
+
+    async def incidents(self) -> dict[str, Stored]:
+        """The fleet rows in an incident state (degraded, down): Alertmanager re-sends."""
         ...
 
     async def next_pending(self, notifier: str) -> Pending | None:
@@ -91,4 +139,22 @@ class StateStore(Protocol):
         """How many messages wait, by notifier name."""
         ...
 
-    async def close(self) -> None: ...
+    # -- the fleet (a fleet of one for a file) ---------------------------------------------
+    async def join(self, instance: str, location: str, ttl_s: float) -> None:
+        """Become a live member. InstanceTaken if another live instance has the name; a
+        restarted instance takes its own place back at once."""
+        ...
+
+    async def heartbeat(self) -> dict[str, tuple[str, ...]]:
+        """Say this instance is alive; returns the live instances by location, sorted
+        (the database's clock decides who is live: heartbeat within the TTL)."""
+        ...
+
+    async def lease(self, names: Iterable[str]) -> frozenset[str]:
+        """Take or renew the delivery leases of ``names`` (for the TTL); returns the ones
+        this instance holds. A lease whose holder stopped renewing is free after the TTL."""
+        ...
+
+    async def close(self) -> None:
+        """Leave the fleet (leases and membership released at once) and close."""
+        ...
