@@ -11,20 +11,27 @@ ordinary role that owns each test database) and ``pwuser`` (password ``PW_PASSWO
 role that must authenticate: ``local all pwuser scram-sha-256``).
 
 Without the package the tests skip (fail when ``CI`` is set): ``make check-deps`` installs it.
+Helpers for the tests that use it: :func:`opened`, :func:`until`, :func:`one_row`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import pwd
 import shutil
 import subprocess
 import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any, TypeVar
 
 import psycopg
 import pytest
+
+from monitor.stores.postgres import PostgresStore
 
 PG_LIB = Path("/usr/lib/postgresql")
 SUPERUSER = "postgres"
@@ -32,6 +39,7 @@ ROLE = "monitor"
 PW_ROLE = "pwuser"
 PW_PASSWORD = "s3cret-Pa55word"  # long enough to be unmistakable in a message
 START_TIMEOUT_S = 60
+T = TypeVar("T")
 
 _HBA = f"""\
 local all {PW_ROLE} scram-sha-256
@@ -184,3 +192,35 @@ def start_server() -> PgServer:
         server.cleanup()
         raise
     return server
+
+
+@asynccontextmanager
+async def opened(dsn: str, **options: Any) -> AsyncIterator[PostgresStore]:
+    """A PostgresStore on ``dsn``, closed on exit."""
+    store = await PostgresStore.open(dsn, **options)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def until(check: Callable[[], Awaitable[T]], timeout_s: float = 10.0) -> T:
+    """Poll ``check`` (a query of the database) until it returns something true; its value.
+
+    For what the database decides by its own clock (a lease or a heartbeat lapsing): there
+    is no event to await. Fails after ``timeout_s``.
+    """
+    async with asyncio.timeout(timeout_s):
+        # The database's clock decides: there is no event to await.
+        while not (value := await check()):  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+    return value
+
+
+async def one_row(dsn: str, query: str, *params: object) -> tuple[Any, ...]:
+    """The single row ``query`` returns on a connection of its own (as ``monitor``)."""
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        cur = await conn.execute(query, params)
+        rows = await cur.fetchall()
+    assert len(rows) == 1, rows
+    return rows[0]
