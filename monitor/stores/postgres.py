@@ -256,9 +256,10 @@ class PostgresStore:
         """Become a live member; if the database is unavailable, when it answers (see the
         module docstring)."""
         self._membership = Membership(instance, location, ttl_s)
+        if self._db.fatal is not None:
+            self._db.check()  # raises it
         if not self._db.available:
-            self._db.check()  # the fatal error, if there is one
-            return  # StoreUnavailable: the background connect joins
+            return  # the background connect joins
         try:
             async with self._db.use(self._member) as conn:
                 await take_name(conn, self._membership, None)

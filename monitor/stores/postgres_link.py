@@ -60,6 +60,14 @@ _REFUSALS = (
 FATAL = (InstanceTaken, SchemaTooNew)
 
 
+def describe(exc: BaseException, url: str) -> str:
+    """libpq's words for ``exc`` on one line, without psycopg's prefix or any password."""
+    text = " ".join(line.strip() for line in str(exc).strip().splitlines())
+    for prefix in ("connection failed: ", "connection is bad: "):
+        text = text.removeprefix(prefix)
+    return without_secrets(text, url)
+
+
 def conninfo(url: str, connect_timeout_s: float) -> str:
     """The URL with our defaults for what it does not set; StateFileError if malformed."""
     try:
@@ -129,9 +137,9 @@ class Database:
         try:
             return await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
         except psycopg.OperationalError as exc:
-            text = without_secrets(str(exc).strip(), self._url)
+            text = describe(exc, self._url)
             if any(word in text.lower() for word in _REFUSALS):
-                msg = f"state database {self.url}: {text.removeprefix('connection failed: ')}"
+                msg = f"state database {self.url}: {text}"
                 raise StateFileError(msg) from None
             raise
 
@@ -161,7 +169,7 @@ class Database:
             log.error(
                 "database_unavailable",
                 url=self.url,
-                error=without_secrets(str(exc).strip(), self._url),
+                error=describe(exc, self._url),
                 consequence="operations fail until it answers; reconnecting in the background",
             )
         self.available = False
@@ -189,7 +197,7 @@ class Database:
             except (psycopg.Error, StateFileError) as exc:
                 # A refusal here (a password changed under us) may be fixed without us:
                 # keep trying, as for a server that does not answer.
-                log.debug("database_connect_failed", url=self.url, error=str(exc).strip())
+                log.debug("database_connect_failed", url=self.url, error=describe(exc, self._url))
                 await asyncio.sleep(wait_s)
                 wait_s = min(wait_s * 2, RETRY_MAX_S)
                 continue
@@ -205,6 +213,11 @@ class Database:
                 conn, link.conn = link.conn, None
                 if conn is not None:
                     await conn.close()
+
+    @property
+    def fatal(self) -> Exception | None:
+        """The error that stopped the store, if one did."""
+        return self._fatal
 
     def check(self) -> None:
         """Raise what an operation would meet now: the fatal error, or StoreUnavailable."""
@@ -231,7 +244,7 @@ class Database:
                 if not conn.closed:
                     raise  # the statement failed, not the connection
                 self.went_away(exc)
-                msg = f"state database {self.url} is unavailable: {str(exc).strip()}"
+                msg = f"state database {self.url} is unavailable: {describe(exc, self._url)}"
                 raise StoreUnavailable(msg) from None
 
     async def close(self, last: Callable[[Connection], Awaitable[None]] | None = None) -> None:
