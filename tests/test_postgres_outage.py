@@ -127,6 +127,27 @@ class TestRefusals:
         assert str(caught.value) == f"state database URL {redacted(url)} is malformed: {why}"
         assert "s3cret" not in str(caught.value)
 
+    async def test_a_role_that_may_not_create_the_tables(self, pg_server: PgServer) -> None:
+        """A role without CREATE on the schema is refused on an empty database, saying why,
+        and works once someone else made the tables and granted it their use."""
+        db = pg_server.create_database()  # owned by monitor, not by pwuser
+        url = pg_server.dsn(db, PW_ROLE, PW_PASSWORD)
+        with pytest.raises(StateFileError) as caught:
+            await PostgresStore.open(url)
+        assert str(caught.value) == (
+            f"state database {redacted(url)}: cannot create or upgrade its tables:"
+            " permission denied for schema public"
+        )
+        async with opened(pg_server.dsn(db)):
+            pass
+        with pg_server.admin(db) as admin:
+            admin.execute(
+                f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {PW_ROLE}"
+            )
+        async with opened(url) as store:
+            await put(store, FLEET_DOWN, location="eu")
+            assert list(await store.load("eu")) == ["api"]
+
 
 class TestUnreachable:
     async def test_an_unreachable_server_at_open_is_no_error(self, tmp_path: Path) -> None:

@@ -201,6 +201,11 @@ class Database:
                 await asyncio.sleep(wait_s)
                 wait_s = min(wait_s * 2, RETRY_MAX_S)
                 continue
+            except Exception as exc:  # a bug: say so, but do not leave the store dead
+                log.error("database_connect_failed", url=self.url, error=repr(exc))
+                await asyncio.sleep(wait_s)
+                wait_s = min(wait_s * 2, RETRY_MAX_S)
+                continue
             wait_s = RETRY_FIRST_S
             self._up()
             log.info("database_available", url=self.url)
@@ -264,4 +269,5 @@ class Database:
                         await last(member.conn)
         self._closed = True
         self.available = False
+        self._settled.set()  # until_available() waiters: check() now says it is closed
         await self._close_links()

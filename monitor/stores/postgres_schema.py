@@ -91,13 +91,19 @@ async def migrate(conn: psycopg.AsyncConnection[Any], shown_url: str) -> None:
         async with conn.transaction():
             # Serialises instances starting together: CREATE TABLE IF NOT EXISTS alone races.
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
-            await conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_version ("
-                " only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),"
-                " version integer NOT NULL)"
-            )
-            row = await (await conn.execute("SELECT version FROM schema_version")).fetchone()
-            found = 0 if row is None else int(row[0])
+            cur = await conn.execute("SELECT to_regclass('schema_version') IS NOT NULL")
+            if (await cur.fetchone()) == (True,):
+                row = await (await conn.execute("SELECT version FROM schema_version")).fetchone()
+                found = 0 if row is None else int(row[0])
+            else:
+                # Created only when missing: a role that may use the tables but not create
+                # any (an administrator made them) still starts.
+                await conn.execute(
+                    "CREATE TABLE schema_version ("
+                    " only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),"
+                    " version integer NOT NULL)"
+                )
+                found = 0
             if found > SCHEMA_VERSION:
                 msg = (
                     f"state database {shown_url}: the database's schema version {found} is"
@@ -114,5 +120,6 @@ async def migrate(conn: psycopg.AsyncConnection[Any], shown_url: str) -> None:
                     {"v": SCHEMA_VERSION},
                 )
     except psycopg.ProgrammingError as exc:  # InsufficientPrivilege, mostly
-        msg = f"state database {shown_url}: cannot create or upgrade its tables: {exc}"
+        why = exc.diag.message_primary or str(exc).strip()  # not the statement it quotes
+        msg = f"state database {shown_url}: cannot create or upgrade its tables: {why}"
         raise StateFileError(msg) from None
