@@ -253,6 +253,28 @@ class TestOutage:
             assert await store.heartbeat() == {"eu": ("one",)}
             assert await store.lease(["hook"]) == frozenset({"hook"})
 
+    async def test_sessions_ended_by_an_administrator_come_back(
+        self, pg_server: PgServer, pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The store's three sessions (application_name uptime-monitor) ended under it are
+        an outage like a restart: StoreUnavailable, then it reconnects and keeps its name."""
+        monkeypatch.setattr("monitor.stores.postgres_link.RETRY_MAX_S", 0.2)
+        db = conninfo_to_dict(pg_dsn)["dbname"]
+        async with opened(pg_dsn) as store:
+            await store.join("one", "eu", 30.0)
+            with pg_server.admin() as admin:
+                ended = admin.execute(
+                    "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity"
+                    " WHERE application_name = 'uptime-monitor' AND datname = %s",
+                    (db,),
+                ).fetchall()
+            assert ended == [(True,)] * 3
+            with pytest.raises(StoreUnavailable):
+                await store.pending_counts()
+            async with asyncio.timeout(20):
+                await store.until_available()
+            assert await store.heartbeat() == {"eu": ("one",)}
+
     async def test_join_happens_when_the_database_answers(
         self, pg_server: PgServer, pg_dsn: str, monkeypatch: pytest.MonkeyPatch
     ) -> None:

@@ -190,6 +190,14 @@ class TestFleet:
             await a.record(API, "eu", DOWN, decider)
             assert decider.views[0].live == frozenset({"eu"})
 
+    async def test_a_heartbeat_writes_a_deleted_row_again(self, pg_dsn: str) -> None:
+        """An instance whose row someone deleted (it still holds its name) is live again at
+        its next heartbeat."""
+        async with opened(pg_dsn) as a:
+            await a.join("a", "eu", 30.0)
+            assert await one_row(pg_dsn, "DELETE FROM instances RETURNING name") == ("a",)
+            assert await a.heartbeat() == {"eu": ("a",)}
+
     async def test_a_lease_has_one_holder(self, pg_dsn: str) -> None:
         """A lease held by one live instance is not given to another; each renews its own."""
         async with opened(pg_dsn) as a, opened(pg_dsn) as b:

@@ -61,6 +61,11 @@ async def take_name(conn: Connection, m: Membership, previous_pid: int | None) -
                 raise InstanceTaken(msg)
     finally:
         await conn.execute("SELECT set_config('lock_timeout', '0', false)")
+    await _write_row(conn, m)
+
+
+async def _write_row(conn: Connection, m: Membership) -> None:
+    """``m``'s row in ``instances``, started and beating now."""
     await conn.execute(
         "INSERT INTO instances (name, location, heartbeat, started, version, host)"
         " VALUES (%s, %s, clock_timestamp(), clock_timestamp(), %s, %s)"
@@ -103,9 +108,11 @@ async def _holder(conn: Connection, key: int, m: Membership) -> tuple[int, bool]
 
 async def beat(conn: Connection, m: Membership) -> dict[str, tuple[str, ...]]:
     """Renew ``m``'s heartbeat; the live instances by location, sorted."""
-    await conn.execute(
+    cur = await conn.execute(
         "UPDATE instances SET heartbeat = clock_timestamp() WHERE name = %s", (m.instance,)
     )
+    if cur.rowcount == 0:  # someone deleted it: we still hold the name
+        await _write_row(conn, m)
     cur = await conn.execute(
         "SELECT location, name FROM instances"
         " WHERE heartbeat > clock_timestamp() - make_interval(secs => %(ttl_s)s)"
