@@ -26,14 +26,17 @@ run: $(RUNTIME)
 	@echo "first checks within ~10 s; then: curl -s 127.0.0.1:9834/metrics | grep ^monitor_up"
 	$(BIN)/uptime-monitor run --config $(CONFIG)
 
-# Real Prometheus, promtool, Alertmanager and amtool (Debian packages) and systemd-analyze run
-# in the tests. As root (CI) they are installed; otherwise say what to install.
-DEBIAN_PACKAGES := prometheus prometheus-alertmanager systemd
+# Real Prometheus, promtool, Alertmanager and amtool (Debian packages), systemd-analyze and a
+# PostgreSQL server run in the tests. As root (CI) they are installed; otherwise say what to
+# install. PostgreSQL's programs are not on PATH: tests/postgres.py finds them in
+# /usr/lib/postgresql/<version>/bin.
+DEBIAN_PACKAGES := prometheus prometheus-alertmanager systemd postgresql
 check-deps:
 	@missing=""; \
 	for tool in promtool prometheus prometheus-alertmanager amtool systemd-analyze; do \
 	  command -v $$tool >/dev/null || missing="$$missing $$tool"; \
 	done; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing$$missing (apt-get: $(DEBIAN_PACKAGES))"; \

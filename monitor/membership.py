@@ -54,6 +54,7 @@ class Membership:
         self._held_until = 0.0  # monotonic: the leases may have lapsed after this
         self._joined = False
         self.answering = True  # whether the store answered the last round
+        self._announced = False  # fleet_joined is logged at the first answer, and after outages
         self._known: set[str] = {location}  # every location to report, live or not
         self._on_members = on_members
         self._on_leases = on_leases
@@ -103,7 +104,6 @@ class Membership:
             if not self._joined:
                 await self.store.join(self.instance, self.location, self.ttl_s)
                 self._joined = True
-                log.info("fleet_joined", instance=self.instance, location=self.location)
             members = await self.store.heartbeat()
             held = await self.store.lease(self.notifiers)
             incidents = await self.store.incidents() if self._on_beat is not None else {}
@@ -116,6 +116,14 @@ class Membership:
             if self._held and time.monotonic() >= self._held_until:
                 self._set_held(frozenset())
             return False
+        if not self.answering or not self._announced:
+            self._announced = True
+            log.info(
+                "fleet_joined",
+                instance=self.instance,
+                location=self.location,
+                members={loc: list(names) for loc, names in sorted(members.items())},
+            )
         self.answering = True
         members.setdefault(self.location, ())
         if self.instance not in members[self.location]:

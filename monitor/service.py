@@ -41,7 +41,7 @@ from monitor.metrics import Metrics
 from monitor.reload import apply
 from monitor.scheduling import Scheduler
 from monitor.settings import Settings
-from monitor.stores import StateFileError, open_store
+from monitor.stores import StateFileError, open_store, redacted
 from monitor.systemd import SystemdNotifier
 
 log = structlog.get_logger("monitor")
@@ -145,7 +145,9 @@ class Service:
         except EndpointError as exc:
             raise StartupError(str(exc), exc.exit_code) from None
         try:
-            store = await open_store(settings.state_setting)
+            store = await open_store(
+                settings.state_setting, on_fatal=lambda exc: self._fatal(str(exc))
+            )
         except StateFileError as exc:
             raise StartupError(str(exc), EXIT_CONFIG) from None
         self.membership = membership = Membership(
@@ -203,6 +205,9 @@ class Service:
             targets=len(targets),
             listen=f"{self.settings.listen_host}:{self.endpoint.port}",
             config=str(self.settings.config),
+            state=redacted(self.settings.state_setting),
+            location=self.settings.location,
+            instance=self.settings.instance,
             max_concurrency=self.settings.max_concurrency,
             # Say how long the first round of checks takes, so silence is not a surprise.
             first_round_s=self.scheduler.first_round_s,
@@ -338,8 +343,9 @@ class Service:
             self.alerting.delivery.wake(held)
 
     def _fatal(self, message: str) -> None:
-        """This instance cannot be one of the fleet (its name is taken): stop, exit code 2."""
-        log.error("instance_name_taken", error=message, consequence="exiting with code 2")
+        """This instance cannot be one of the fleet (its name is taken, or the database's
+        schema is newer than this code), found when the database answered: stop, exit 2."""
+        log.error("fleet_refused", error=message, consequence="exiting with code 2")
         self.exit_code = EXIT_CONFIG
         self.should_exit.set()
 

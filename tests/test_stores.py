@@ -16,30 +16,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from store_contract import DOWN, StoreContract, note, save
+from fleet_store_contract import FleetStoreContract
+from store_contract import DOWN, note, save
 from structlog.testing import capture_logs
 
 from monitor.stores import StateFileError, Stored
 from monitor.stores.memory import MemoryStore
 from monitor.stores.sqlite import SqliteStore
-
-
-class TestMemoryStore(StoreContract):
-    @pytest.fixture
-    async def store(self) -> AsyncIterator[MemoryStore]:
-        """A fresh MemoryStore."""
-        store = MemoryStore()
-        yield store
-        await store.close()
-
-
-class TestSqliteStore(StoreContract):
-    @pytest.fixture
-    async def store(self, tmp_path: Path) -> AsyncIterator[SqliteStore]:
-        """A SqliteStore on a new file."""
-        store = await SqliteStore.open(tmp_path / "state.db")
-        yield store
-        await store.close()
 
 
 class TestSqliteFile:
@@ -271,3 +254,21 @@ def _refused_as_nobody(folder: Path) -> None:
         2,
         f"state file {path} cannot be used: attempt to write a readonly database",
     )
+
+
+class TestMemoryFleetContract(FleetStoreContract):
+    @pytest.fixture
+    async def store(self) -> AsyncIterator[MemoryStore]:
+        """A fresh store in memory."""
+        store = MemoryStore()
+        yield store
+        await store.close()
+
+
+class TestSqliteFleetContract(FleetStoreContract):
+    @pytest.fixture
+    async def store(self, tmp_path: Path) -> AsyncIterator[SqliteStore]:
+        """A fresh SQLite file in a temporary directory."""
+        store = await SqliteStore.open(tmp_path / "state.db")
+        yield store
+        await store.close()

@@ -1,6 +1,7 @@
 """A state store in memory: nothing survives the process. For tests and one-shot runs.
 
-Like a file, a fleet of one: the recording location's verdict is the only one.
+Like a file, a fleet of one: the live locations are its own (once joined) and the one
+recording.
 """
 
 from __future__ import annotations
@@ -17,29 +18,47 @@ class MemoryStore:
     """:class:`monitor.stores.base.StateStore` on dictionaries."""
 
     def __init__(self) -> None:
-        self.states: dict[str, Stored] = {}
+        self.states: dict[str, Stored] = {}  # the fleet's
+        self.verdicts: dict[str, dict[str, TargetState]] = {}  # target → location → verdict
         self.outbox: dict[int, Pending] = {}  # insertion order is id order
         self._next_id = 1
         self._member = ("default", "")
+        self._joined = False
 
     async def load(self, location: str) -> dict[str, Stored]:
-        return dict(self.states)
+        return {
+            name: replace(self.states[name], state=by_location[location])
+            for name, by_location in self.verdicts.items()
+            if location in by_location
+        }
 
     async def record(
         self, subject: Subject, location: str, verdict: TargetState, decide: Decide
     ) -> Decision:
         saved = self.states.get(subject.name)
         prev = saved.state if saved is not None else TargetState()
-        decision = decide(FleetView(prev, {location: verdict}, frozenset({location})))
+        verdicts = {**self.verdicts.get(subject.name, {}), location: _persisted(verdict)}
+        live = frozenset({location, self._member[0]} if self._joined else {location})
+        decision = decide(FleetView(prev, verdicts, live))  # may raise: nothing changed yet
+        self.verdicts[subject.name] = verdicts
         labels = dict(subject.labels)
-        self.states[subject.name] = Stored(subject.url, labels, subject.notifiers, decision.state)
+        self.states[subject.name] = Stored(
+            subject.url, labels, subject.notifiers, _persisted(decision.state)
+        )
         self._enqueue(decision.outgoing)
         return decision
 
     async def forget(self, name: str, location: str, farewell: Farewell) -> None:
-        saved = self.states.pop(name, None)
-        if saved is not None:
-            self._enqueue(farewell(saved))
+        verdicts = {k: v for k, v in self.verdicts.get(name, {}).items() if k != location}
+        saved = self.states.get(name)
+        if verdicts or saved is None:
+            if name in self.verdicts:
+                self.verdicts[name] = verdicts
+            return
+        outgoing = list(farewell(saved))  # may raise: nothing changed yet
+        self.verdicts.pop(name, None)
+        del self.states[name]
+        self._enqueue(outgoing)
 
     async def incidents(self) -> dict[str, Stored]:
         return {n: s for n, s in self.states.items() if s.state.state in INCIDENT_STATES}
@@ -69,6 +88,7 @@ class MemoryStore:
 
     async def join(self, instance: str, location: str, ttl_s: float) -> None:
         self._member = (location, instance)
+        self._joined = True
 
     async def heartbeat(self) -> dict[str, tuple[str, ...]]:
         location, instance = self._member
@@ -79,3 +99,10 @@ class MemoryStore:
 
     async def close(self) -> None:
         pass
+
+
+def _persisted(state: TargetState) -> TargetState:
+    """What a store keeps of a state: not the counters."""
+    return TargetState(
+        state.state, state.since, state.reason, state.error, state.incident_id, state.last_notified
+    )

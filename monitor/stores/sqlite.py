@@ -66,6 +66,17 @@ CREATE TABLE IF NOT EXISTS outbox (
     next_attempt REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (notifier, next_attempt, id);
+CREATE TABLE IF NOT EXISTS location_state (
+    target TEXT NOT NULL,
+    location TEXT NOT NULL,
+    state TEXT NOT NULL,
+    since REAL NOT NULL,
+    reason TEXT NOT NULL,
+    error TEXT NOT NULL,
+    incident_id TEXT NOT NULL,
+    last_notified REAL NOT NULL,
+    PRIMARY KEY (target, location)
+);
 """
 
 _SELECT = (
@@ -74,6 +85,23 @@ _SELECT = (
 )
 _SELECT_ONE = _SELECT + " WHERE target = ?"
 _SELECT_INCIDENTS = _SELECT + " WHERE state IN ('degraded', 'down')"
+# A location's verdicts with their fleet rows' URL, labels and notifiers. A fleet row without
+# any verdict is from a file written before verdicts were kept (one location, whose verdict
+# was the fleet state): it counts as this location's.
+_SELECT_VERDICTS = """
+SELECT f.target, f.url, COALESCE(v.state, f.state), COALESCE(v.since, f.since),
+       COALESCE(v.reason, f.reason), COALESCE(v.error, f.error),
+       COALESCE(v.incident_id, f.incident_id), COALESCE(v.last_notified, f.last_notified),
+       f.labels, f.notifiers
+FROM target_state f LEFT JOIN location_state v ON v.target = f.target AND v.location = ?
+WHERE v.target IS NOT NULL
+   OR NOT EXISTS (SELECT 1 FROM location_state w WHERE w.target = f.target)
+"""
+_UPSERT_VERDICT = "INSERT OR REPLACE INTO location_state VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+_SELECT_TARGET_VERDICTS = (
+    "SELECT location, state, since, reason, error, incident_id, last_notified"
+    " FROM location_state WHERE target = ?"
+)
 
 
 class _Database:
@@ -147,6 +175,7 @@ class _Database:
         why = "deleted" if now is None else "replaced"
         state_rows = self._db.execute("SELECT * FROM target_state").fetchall()
         outbox_rows = self._db.execute("SELECT * FROM outbox").fetchall()
+        verdict_rows = self._db.execute("SELECT * FROM location_state").fetchall()
         self._db.close()
         moved_to = None
         if why == "replaced":
@@ -160,6 +189,7 @@ class _Database:
                 "INSERT INTO target_state VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", state_rows
             )
             self._db.executemany("INSERT INTO outbox VALUES (?, ?, ?, ?, ?, ?)", outbox_rows)
+            self._db.executemany(_UPSERT_VERDICT, verdict_rows)
         self._identity = self._file_identity()
         log.error(
             "state_file_recreated",
@@ -214,30 +244,36 @@ class _Database:
             ),
         )
 
-    def load(self, query: str = _SELECT) -> dict[str, Stored]:
-        rows = self._db.execute(query).fetchall()
+    def load(self, query: str = _SELECT, *args: str) -> dict[str, Stored]:
+        rows = self._db.execute(query, args).fetchall()
         return {row[0]: self._stored(row) for row in rows}
 
     def record(
-        self, subject: Subject, location: str, verdict: TargetState, decide: Decide
+        self,
+        subject: Subject,
+        location: str,
+        verdict: TargetState,
+        decide: Decide,
+        live: frozenset[str],
     ) -> Decision:
-        """A fleet of one: the location's verdict is the only one, and always live."""
+        """See :meth:`StateStore.record`; ``live`` are the other locations that count."""
         with self._write():
             row = self._db.execute(_SELECT_ONE, (subject.name,)).fetchone()
             prev = self._stored(row).state if row is not None else TargetState()
-            decision = decide(FleetView(prev, {location: verdict}, frozenset({location})))
-            state = decision.state
+            self._db.execute(_UPSERT_VERDICT, (subject.name, location, *_persisted(verdict)))
+            verdicts = {
+                loc: TargetState(state, since, reason, error, incident, notified)
+                for loc, state, since, reason, error, incident, notified in self._db.execute(
+                    _SELECT_TARGET_VERDICTS, (subject.name,)
+                ).fetchall()
+            }
+            decision = decide(FleetView(prev, verdicts, live | {location}))
             self._db.execute(
                 "INSERT OR REPLACE INTO target_state VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     subject.name,
                     subject.url,
-                    state.state,
-                    state.since,
-                    state.reason,
-                    state.error,
-                    state.incident_id,
-                    state.last_notified,
+                    *_persisted(decision.state),
                     json.dumps(subject.labels),
                     json.dumps(list(subject.notifiers)),
                 ),
@@ -245,11 +281,17 @@ class _Database:
             self._enqueue(decision.outgoing)
         return decision
 
-    def forget(self, name: str, farewell: Farewell) -> None:
-        """Drop a removed target's state, queueing its last messages in the same transaction."""
+    def forget(self, name: str, location: str, farewell: Farewell) -> None:
+        """See :meth:`StateStore.forget`."""
         with self._write():
+            self._db.execute(
+                "DELETE FROM location_state WHERE target = ? AND location = ?", (name, location)
+            )
+            others = self._db.execute(
+                "SELECT 1 FROM location_state WHERE target = ? LIMIT 1", (name,)
+            ).fetchone()
             row = self._db.execute(_SELECT_ONE, (name,)).fetchone()
-            if row is None:
+            if others is not None or row is None:
                 return
             self._db.execute("DELETE FROM target_state WHERE target = ?", (name,))
             self._enqueue(farewell(self._stored(row)))
@@ -300,6 +342,18 @@ class _Database:
         return _Transaction(self._db)
 
 
+def _persisted(state: TargetState) -> tuple[str, float, str, str, str, float]:
+    """The fields of a state that are stored (not the counters), in column order."""
+    return (
+        state.state,
+        state.since,
+        state.reason,
+        state.error,
+        state.incident_id,
+        state.last_notified,
+    )
+
+
 class _Transaction:
     """``BEGIN IMMEDIATE`` ... ``COMMIT`` (or ``ROLLBACK`` on error)."""
 
@@ -320,6 +374,7 @@ class SqliteStore:
         self._db = db
         self._thread = thread
         self._member = ("default", "")
+        self._joined = False
 
     @classmethod
     async def open(cls, path: Path | str) -> SqliteStore:
@@ -340,17 +395,20 @@ class SqliteStore:
         return await asyncio.get_running_loop().run_in_executor(self._thread, call, *args)
 
     async def load(self, location: str) -> dict[str, Stored]:
-        result: dict[str, Stored] = await self._run(self._db.load)
+        result: dict[str, Stored] = await self._run(self._db.load, _SELECT_VERDICTS, location)
         return result
 
     async def record(
         self, subject: Subject, location: str, verdict: TargetState, decide: Decide
     ) -> Decision:
-        result: Decision = await self._run(self._db.record, subject, location, verdict, decide)
+        live = frozenset({self._member[0]}) if self._joined else frozenset()
+        result: Decision = await self._run(
+            self._db.record, subject, location, verdict, decide, live
+        )
         return result
 
     async def forget(self, name: str, location: str, farewell: Farewell) -> None:
-        await self._run(self._db.forget, name, farewell)
+        await self._run(self._db.forget, name, location, farewell)
 
     async def incidents(self) -> dict[str, Stored]:
         result: dict[str, Stored] = await self._run(self._db.load, _SELECT_INCIDENTS)
@@ -373,6 +431,7 @@ class SqliteStore:
     # -- a fleet of one ----------------------------------------------------------------------
     async def join(self, instance: str, location: str, ttl_s: float) -> None:
         self._member = (location, instance)
+        self._joined = True
 
     async def heartbeat(self) -> dict[str, tuple[str, ...]]:
         location, instance = self._member
