@@ -24,6 +24,7 @@ from servers import Inbox, serve_app
 
 pytestmark = pytest.mark.slow
 
+EU = {"MONITOR_LOCATION": "eu"}
 TTL = "2s"  # a killed instance's share moves within 2 s and a heartbeat (0.4 s)
 
 
@@ -338,3 +339,39 @@ async def test_the_database_away_for_30s(
     await world.inbox.wait_for(1, timeout_s=30)
     await fleet.more_checks("api", 4)
     assert world.kinds() == [("api", "firing", "down")]
+
+
+async def test_a_second_live_instance_of_the_same_name_exits_2(
+    tmp_path: Path, world: World, pg_dsn: str, stack: AsyncExitStack
+) -> None:
+    """A second daemon with a live instance's name stops at start with exit code 2 and
+    says which name; the first goes on checking."""
+    fleet = Fleet(stack, _config(tmp_path, world), pg_dsn)
+    first = await fleet.start("a", "eu")
+    config = tmp_path / "m.yaml"
+    async with run_daemon(
+        config, "--state", pg_dsn, "--instance", "a", env=EU, wait_ready=False
+    ) as second:
+        assert await second.exited() == 2
+    refused = [e for e in second.events if e.get("event") == "fleet_refused"]
+    assert len(refused) == 1
+    assert "'a'" in refused[0]["error"]
+    await fleet.more_checks("api", 2)
+    assert first.process.returncode is None
+
+
+async def test_a_database_that_does_not_exist_exits_2_without_the_password(
+    tmp_path: Path, world: World, pg_dsn: str
+) -> None:
+    """A URL naming a missing database is a configuration error: exit 2, a message that
+    names the database and never the password."""
+    password = "Hunter2-not-to-be-seen"
+    url = pg_dsn.replace("postgresql://monitor@", f"postgresql://monitor:{password}@")
+    missing = url.replace(url.split("?")[0].rsplit("/", 1)[1], "no_such_db")
+    async with run_daemon(
+        _config(tmp_path, world), "--state", missing, env=EU, wait_ready=False
+    ) as daemon:
+        assert await daemon.exited() == 2
+    text = "".join(daemon.raw)
+    assert "no_such_db" in text
+    assert password not in text
