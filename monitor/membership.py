@@ -56,6 +56,7 @@ class Membership:
         self.answering = True  # whether the store answered the last round
         self._announced = False  # fleet_joined is logged at the first answer, and after outages
         self._known: set[str] = {location}  # every location to report, live or not
+        self._empty: set[str] = set()  # known locations with no live instance, as last logged
         self._on_members = on_members
         self._on_leases = on_leases
         self._on_fatal = on_fatal
@@ -145,9 +146,25 @@ class Membership:
             self._on_members()
         else:
             self.members = members
+        self._report_empty_locations()
         if self._on_beat is not None:
             self._on_beat({name: stored.state.state for name, stored in incidents.items()})
         return True
+
+    def _report_empty_locations(self) -> None:
+        """Log once when a known location loses its last live instance, and once when one
+        comes back: its verdicts stop (or start again) counting towards quorums."""
+        empty = {loc for loc, count in self.locations().items() if count == 0}
+        for loc in sorted(empty - self._empty):
+            log.warning(
+                "location_without_instance",
+                location=loc,
+                consequence="its targets are not checked from there and its verdicts do not "
+                "count towards any quorum",
+            )
+        for loc in sorted(self._empty - empty):
+            log.info("location_has_instance", location=loc, instances=len(self.members[loc]))
+        self._empty = empty
 
     def _set_held(self, held: frozenset[str]) -> None:
         gained, lost = sorted(held - self._held), sorted(self._held - held)

@@ -21,7 +21,7 @@ from monitor import delivery as delivery_module
 from monitor.config import AlertmanagerNotifier, WebhookNotifier
 from monitor.delivery import Delivery, backoff_s
 from monitor.incident import Notification, payload
-from monitor.notifiers import build_notifier
+from monitor.notifiers import Alertmanager, build_notifier
 from monitor.state import TargetState
 from monitor.stores import Pending, StateStore
 from monitor.stores.memory import MemoryStore
@@ -468,3 +468,51 @@ class TestLease:
         await receiver.inbox.wait_for(1)
         await delivery.stop(5)
         assert receiver.inbox.received == [payload(note)]
+
+    async def test_alertmanager_resends_come_only_from_the_lease_holder(
+        self, session: aiohttp.ClientSession
+    ) -> None:
+        """While another instance holds the queue's lease, the re-send rounds pass without
+        even reading the open incidents; once held, the firing alerts are pushed."""
+        inbox = Inbox()
+
+        async def alerts(request: web.Request) -> web.Response:
+            inbox.put(await request.json())
+            return web.Response(status=200)
+
+        asked = 0
+        three_rounds = asyncio.Event()
+        held = False
+
+        def holds(_name: str) -> bool:
+            nonlocal asked
+            asked += 1
+            if asked >= 3:
+                three_rounds.set()
+            return held
+
+        read = 0
+
+        async def firing(_name: str) -> list[Notification]:
+            nonlocal read
+            read += 1
+            return [_note()]
+
+        app = web.Application()
+        app.router.add_post("/api/v2/alerts", alerts)
+        async with serve_app(app) as base:
+            config = AlertmanagerNotifier.model_validate(
+                {"name": "am", "type": "alertmanager", "url": base, "resend_interval": 0.02}
+            )
+            notifier = build_notifier(config, session)
+            assert isinstance(notifier, Alertmanager)
+            delivery = Delivery(
+                MemoryStore(), {"am": notifier}, {"am": config}, firing, holds=holds, poll_s=1
+            )
+            await delivery.start()
+            await three_rounds.wait()
+            assert (read, inbox.received) == (0, [])
+            held = True
+            await inbox.wait_for(1)
+            await delivery.stop(5)
+        assert inbox.received[0][0]["annotations"]["incident_id"] == "api/1"

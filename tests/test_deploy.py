@@ -372,6 +372,12 @@ class TestGrafanaDashboard:
         assert variables["datasource"]["type"] == "datasource"
         assert variables["datasource"]["query"] == "prometheus"
         assert variables["target"]["query"]["query"] == "label_values(monitor_target_info, target)"
+        # A fleet: one repeated row per location (README, "A fleet").
+        assert variables["location"]["query"]["query"] == (
+            'label_values(monitor_up{job=~"$job"}, location)'
+        )
+        rows = [p for p in dashboard["panels"] if p["type"] == "row"]
+        assert [r["title"] for r in rows if r.get("repeat") == "location"] == ["Location $location"]
         panels = _panels(dashboard)
         ids = [p["id"] for p in panels]
         assert len(ids) == len(set(ids))
@@ -389,6 +395,8 @@ class TestGrafanaDashboard:
             "monitor_checks_skipped_total",
             "monitor_checks_total",
             "monitor_config_last_reload_successful",
+            "monitor_fleet_instances",
+            "monitor_fleet_state",
             "monitor_http_status_code",
             "monitor_last_check_timestamp_seconds",
             "monitor_notifications_total",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from structlog.testing import capture_logs
+
 from monitor.config import Target
 from monitor.membership import Membership
 from monitor.stores import InstanceTaken, StoreUnavailable
@@ -116,3 +118,24 @@ async def test_locations_named_by_targets_are_reported_even_without_instances() 
     m.expect([Target(name="x", url="http://127.0.0.1/", locations=("us", "ap"))])
     await m.beat()
     assert m.locations() == {"ap": 0, "eu": 1, "us": 0}
+
+
+async def test_a_location_losing_its_last_instance_is_logged_once() -> None:
+    """us is live, then has no instance for two rounds, then one again: one warning when it
+    empties, one line when it comes back."""
+    store = FleetStore()
+    m = _membership(store, Calls())
+    m.expect([Target(name="x", url="http://127.0.0.1/", locations=("eu", "us"))])
+    store.members = {"eu": ("a",), "us": ("c",)}
+    with capture_logs() as logs:
+        await m.beat()
+        store.members = {"eu": ("a",)}
+        await m.beat()
+        await m.beat()
+        store.members = {"eu": ("a",), "us": ("d",)}
+        await m.beat()
+    assert [
+        (e["event"], e["location"])
+        for e in logs
+        if e["event"] in ("location_without_instance", "location_has_instance")
+    ] == [("location_without_instance", "us"), ("location_has_instance", "us")]

@@ -39,7 +39,7 @@ from monitor.config import (
     SlackNotifier,
     WebhookNotifier,
 )
-from monitor.incident import Notification, human_duration
+from monitor.incident import Notification, human_duration, payload
 from monitor.notifiers import Alertmanager, BaseNotifier, DeliveryError, build_notifier
 from monitor.notifiers.base import parse_retry_after
 from monitor.notifiers.pagerduty import PagerDuty
@@ -962,3 +962,42 @@ class TestBuildNotifier:
         assert session.closed is False
         await second.send(down())
         assert [(r.method, r.path) for r in recv.requests] == [("POST", "/")]
+
+
+FLEET = {"eu": "down", "us": "down", "ap": "up"}
+
+
+class TestLocations:
+    """In a fleet every message names each location's verdict; a single instance's do not
+    (its one location, ``default``, says nothing the state does not)."""
+
+    def test_webhook_carries_the_map(self) -> None:
+        """The payload's ``locations`` is the map itself, in both cases."""
+        assert payload(down(locations=FLEET))["locations"] == FLEET
+        assert payload(down(locations={"default": "down"}))["locations"] == {"default": "down"}
+
+    def test_slack_has_a_locations_field_only_in_a_fleet(self) -> None:
+        """A long field ``locations`` with ``eu down, us down, ap up``; none for ``default``."""
+        fields = Slack.payload(down(locations=FLEET))["attachments"][0]["fields"]
+        assert {"title": "locations", "value": "eu down, us down, ap up", "short": False} in fields
+        single = Slack.payload(down(locations={"default": "down"}))["attachments"][0]["fields"]
+        assert [f for f in single if f["title"] == "locations"] == []
+
+    def test_email_has_a_locations_line_only_in_a_fleet(self) -> None:
+        """The body lists ``locations: eu down, us down, ap up`` in a fleet, nothing alone."""
+        email = email_notifier(25)
+        body = str(email.message(down(locations=FLEET)).get_content())
+        assert [line for line in body.splitlines() if line.startswith("locations:")] == [
+            "locations:      eu down, us down, ap up"
+        ]
+        alone = str(email.message(down(locations={"default": "down"})).get_content())
+        assert "locations:" not in alone
+
+    def test_alertmanager_annotation_not_label(self, session: aiohttp.ClientSession) -> None:
+        """The verdicts are an annotation; the labels (the alert's identity) are unchanged."""
+        config = {"name": "am", "type": "alertmanager", "url": "http://127.0.0.1:9"}
+        am = Alertmanager(AlertmanagerNotifier.model_validate(config), session)
+        fleet, single = am.alert(down(locations=FLEET)), am.alert(down())
+        assert fleet["annotations"]["locations"] == "eu down, us down, ap up"
+        assert "locations" not in single["annotations"]
+        assert fleet["labels"] == single["labels"]
