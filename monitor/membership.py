@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 import structlog
 
@@ -42,6 +42,7 @@ class Membership:
         on_leases: Callable[[frozenset[str]], None],
         on_fatal: Callable[[str], None],
         on_beat: Callable[[dict[str, str]], None] | None = None,
+        on_round: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
         self.instance = instance
@@ -63,6 +64,7 @@ class Membership:
         # In a fleet: called after each round with the fleet's open incidents (target →
         # state), which any instance may have opened.
         self._on_beat = on_beat
+        self._on_round = on_round  # more to read from the store each round (queue sizes)
         self._wake = asyncio.Event()
 
     # -- reading ---------------------------------------------------------------------------
@@ -108,6 +110,8 @@ class Membership:
             members = await self.store.heartbeat()
             held = await self.store.lease(self.notifiers)
             incidents = await self.store.incidents() if self._on_beat is not None else {}
+            if self._on_round is not None:
+                await self._on_round()
         except InstanceTaken as exc:
             self._on_fatal(str(exc))
             return False

@@ -159,6 +159,7 @@ class Service:
             on_leases=self._leases_changed,
             on_fatal=self._fatal,
             on_beat=self._fleet_states if settings.fleet else None,
+            on_round=self._recount if settings.fleet else None,
         )
         membership.set_notifiers([n.name for n in self.config.notifiers])
         membership.expect(targets)
@@ -337,6 +338,11 @@ class Service:
             verdict = state.state
             fleet = incidents.get(name) or ("unknown" if verdict == "unknown" else "up")
             self.metrics.set_fleet_state(name, fleet)
+
+    async def _recount(self) -> None:
+        """In a fleet other instances queue messages too: read the queues' sizes."""
+        if self.alerting is not None and self.alerting.delivery is not None:
+            await self.alerting.delivery.recount()
 
     def _leases_changed(self, held: frozenset[str]) -> None:
         if self.alerting is not None and self.alerting.delivery is not None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from daemon_proc import Daemon, run_daemon
+from daemon_proc import Daemon, run_daemon, sample
 from postgres import PgServer
 from servers import Inbox, serve_app
 
@@ -293,6 +293,9 @@ async def test_kill_9_of_the_delivering_instance_with_a_full_queue(
     other = next(d for n, d in fleet.daemons.items() if n != holder)
     sent = [e["target"] for e in other.events if e.get("event") == "notification_sent"]
     assert sorted(sent) == list(names)
+    # Its queue gauge counts what others queued too (read every heartbeat): none left.
+    _, text = await other.get("/metrics")
+    assert sample(text, "monitor_notifications_pending", notifier="hook") == 0
 
 
 async def test_a_joining_instance_takes_its_share(
