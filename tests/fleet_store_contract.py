@@ -18,7 +18,7 @@ import pytest
 from monitor.incident import Notification
 from monitor.state import TargetState
 from monitor.stores import Pending, StateStore, Stored
-from monitor.stores.base import Decision, FleetView, Subject
+from monitor.stores.base import Decision, FleetView, Record, Subject
 
 API = Subject("api", "http://127.0.0.1/api", {"team": "core"}, ("hook",))
 # A location's verdict: what its own checks reached (counters are not persisted).
@@ -190,6 +190,47 @@ class FleetStoreContract:
         ]
         assert list(await store.incidents()) == ["api"]
         assert await store.pending_counts() == {"hook": 1}
+
+    async def test_record_many_records_in_order_and_each_sees_the_one_before(
+        self, store: StateStore
+    ) -> None:
+        """A batch of three (api twice): the second decision about api sees the first's
+        fleet state and verdict; the decisions come back in order, messages queued in order."""
+        first, web, second = (
+            Decider(FLEET_DOWN, ("hook", note("1"))),
+            Decider(FLEET_UP),
+            Decider(FLEET_UP, ("hook", note("2"))),
+        )
+        web_subject = Subject("web", "http://127.0.0.1/web", {}, ())
+        decisions = await store.record_many(
+            [
+                Record(API, "here", DOWN, first),
+                Record(web_subject, "here", UP, web),
+                Record(API, "here", UP, second),
+            ]
+        )
+        assert decisions == [first.decision, web.decision, second.decision]
+        assert second.views == [FleetView(FLEET_DOWN, {"here": UP}, frozenset({"here"}))]
+        assert await drain(store, "hook") == ["1", "2"]
+        assert {n: s.state for n, s in (await store.load("here")).items()} == {
+            "api": UP,
+            "web": UP,
+        }
+
+    async def test_a_failing_decide_undoes_the_whole_batch(self, store: StateStore) -> None:
+        """The third of three records fails: none of the batch's verdicts, fleet states or
+        messages is kept, and the error propagates."""
+        web = Subject("web", "http://127.0.0.1/web", {}, ())
+        with pytest.raises(ValueError, match=r"^decide failed$"):
+            await store.record_many(
+                [
+                    Record(API, "here", DOWN, Decider(FLEET_DOWN, ("hook", note("1")))),
+                    Record(web, "here", DOWN, Decider(FLEET_DOWN)),
+                    Record(API, "here", UP, fail),
+                ]
+            )
+        assert (await store.load("here"), await store.incidents()) == ({}, {})
+        assert await store.pending_counts() == {}
 
     async def test_load_gives_one_locations_verdicts(self, store: StateStore) -> None:
         """Each location loads its own verdicts, and only the targets it has one for."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, MutableMapping
+from collections.abc import AsyncIterator, Iterable, MutableMapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -28,7 +28,7 @@ from monitor.metrics import Metrics
 from monitor.reload import apply
 from monitor.state import TargetState
 from monitor.stores import Decision, Stored, Subject
-from monitor.stores.base import Decide, Farewell
+from monitor.stores.base import Decide, Farewell, Record
 from monitor.stores.memory import MemoryStore
 
 T0 = 1_700_000_000.0
@@ -469,3 +469,30 @@ class TestStoreOutage:
             },
             {"event": "state_store_recovered", "log_level": "info", "written": "api"},
         ]
+
+
+class BatchCountingStore(MemoryStore):
+    """A MemoryStore that keeps the size of every record_many batch it took."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[int] = []
+
+    async def record_many(self, records: Sequence[Record]) -> list[Decision]:
+        self.batches.append(len(records))
+        return await super().record_many(records)
+
+
+async def test_a_burst_of_verdicts_is_written_in_batches() -> None:
+    """600 first verdicts queued at once (a start-up) are written as two transactions of
+    500 and 100, in order, every one of them stored."""
+    config = MonitorFile.model_validate(
+        {"targets": [{"name": f"t{i}", "url": f"http://127.0.0.1/{i}"} for i in range(600)]}
+    )
+    store = BatchCountingStore()
+    async with running(config, store) as alerting:
+        for target in config.targets:
+            alerting.observe(target, _result(target.name, True, T0))
+        assert await alerting.flush(5) is True
+    assert store.batches == [500, 100]
+    assert len(await store.load("default")) == 600

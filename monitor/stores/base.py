@@ -12,7 +12,7 @@ A single SQLite file is a fleet of one: one location, one instance, every lease 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -59,6 +59,18 @@ class Decision:
 
 Decide = Callable[[FleetView], Decision]
 """Pure and synchronous: a backend calls it inside its transaction (maybe on its own thread)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One location's verdict to record, and how to decide the fleet's state from it."""
+
+    subject: Subject
+    location: str
+    verdict: TargetState
+    decide: Decide
+
+
 Farewell = Callable[[Stored], Iterable[tuple[str, Notification]]]
 """The last messages of a target whose fleet state is dropped (pure, synchronous)."""
 
@@ -111,6 +123,11 @@ class StateStore(Protocol):
         store ``location``'s ``verdict`` (the persisted fields), read every location's
         verdict and the live locations, call ``decide``, store its state with ``subject``'s
         URL, labels and notifiers, and queue its messages. Returns the decision."""
+        ...
+
+    async def record_many(self, records: Sequence[Record]) -> list[Decision]:
+        """:meth:`record` each of ``records``, in order, in one transaction: all or none.
+        A start-up's thousands of first verdicts then cost one commit per batch, not each."""
         ...
 
     async def forget(self, name: str, location: str, farewell: Farewell) -> None:

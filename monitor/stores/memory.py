@@ -6,12 +6,21 @@ recording.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
 from monitor.incident import Notification
 from monitor.state import INCIDENT_STATES, TargetState
-from monitor.stores.base import Decide, Decision, Farewell, FleetView, Pending, Stored, Subject
+from monitor.stores.base import (
+    Decide,
+    Decision,
+    Farewell,
+    FleetView,
+    Pending,
+    Record,
+    Stored,
+    Subject,
+)
 
 
 class MemoryStore:
@@ -47,6 +56,14 @@ class MemoryStore:
         )
         self._enqueue(decision.outgoing)
         return decision
+
+    async def record_many(self, records: Sequence[Record]) -> list[Decision]:
+        saved = (dict(self.states), dict(self.verdicts), dict(self.outbox), self._next_id)
+        try:
+            return [await self.record(r.subject, r.location, r.verdict, r.decide) for r in records]
+        except BaseException:
+            self.states, self.verdicts, self.outbox, self._next_id = saved  # all or none
+            raise
 
     async def forget(self, name: str, location: str, farewell: Farewell) -> None:
         verdicts = {k: v for k, v in self.verdicts.get(name, {}).items() if k != location}

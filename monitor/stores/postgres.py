@@ -29,7 +29,7 @@ stops connecting, and every operation raises that error from then on (``Instance
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from psycopg.types.json import Json
@@ -43,6 +43,7 @@ from monitor.stores.base import (
     FleetView,
     InstanceTaken,
     Pending,
+    Record,
     Stored,
     StoreUnavailable,
     Subject,
@@ -145,60 +146,90 @@ class PostgresStore:
     async def record(
         self, subject: Subject, location: str, verdict: TargetState, decide: Decide
     ) -> Decision:
+        (decision,) = await self.record_many([Record(subject, location, verdict, decide)])
+        return decision
+
+    async def record_many(self, records: Sequence[Record]) -> list[Decision]:
+        if not records:
+            return []
         ttl_s = self._membership.ttl_s if self._membership else DEFAULT_TTL_S
+        names = sorted({r.subject.name for r in records})
         async with self._db.use(self._state) as conn, conn.transaction():
+            # Missing fleet rows first, then every row of the batch locked in name order: two
+            # instances recording overlapping batches lock in the same order (no deadlock);
+            # another instance recording one of these targets waits here until we commit,
+            # then reads what we decided.
             await conn.execute(
                 "INSERT INTO fleet_state (target, url, labels, notifiers,"
                 " state, since, reason, error, incident_id, last_notified)"
-                " VALUES (%s, %s, %s, %s, 'unknown', 0, '', '', '', 0)"
-                " ON CONFLICT (target) DO NOTHING",
-                (subject.name, subject.url, Json(subject.labels), Json(list(subject.notifiers))),
-            )
-            # The row lock: another instance recording this target waits here until we commit,
-            # then reads what we decided.
-            cur = await conn.execute(
-                "SELECT state, since, reason, error, incident_id, last_notified"
-                " FROM fleet_state WHERE target = %s FOR UPDATE",
-                (subject.name,),
-            )
-            fleet_row = await cur.fetchone()
-            assert fleet_row is not None  # inserted above if it was missing
-            await conn.execute(
-                "INSERT INTO location_state (target, location,"
-                " state, since, reason, error, incident_id, last_notified)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
-                " ON CONFLICT (target, location) DO UPDATE SET state = excluded.state,"
-                " since = excluded.since, reason = excluded.reason, error = excluded.error,"
-                " incident_id = excluded.incident_id, last_notified = excluded.last_notified",
-                (subject.name, location, *_values(verdict)),
+                " SELECT t, '', '{}', '[]', 'unknown', 0, '', '', '', 0 FROM unnest(%s::text[]) t"
+                " ORDER BY t ON CONFLICT (target) DO NOTHING",
+                (names,),
             )
             cur = await conn.execute(
-                "SELECT location, state, since, reason, error, incident_id, last_notified"
-                " FROM location_state WHERE target = %s",
-                (subject.name,),
+                "SELECT target, state, since, reason, error, incident_id, last_notified"
+                " FROM fleet_state WHERE target = ANY(%s) ORDER BY target FOR UPDATE",
+                (names,),
             )
-            verdicts = {row[0]: _state(row[1:]) for row in await cur.fetchall()}
+            fleet = {row[0]: _state(row[1:]) for row in await cur.fetchall()}
+            cur = await conn.execute(
+                "SELECT target, location, state, since, reason, error, incident_id, last_notified"
+                " FROM location_state WHERE target = ANY(%s)",
+                (names,),
+            )
+            verdicts: dict[str, dict[str, TargetState]] = {name: {} for name in names}
+            for row in await cur.fetchall():
+                verdicts[row[0]][row[1]] = _state(row[2:])
             cur = await conn.execute(
                 "SELECT DISTINCT location FROM instances"
                 " WHERE heartbeat > clock_timestamp() - make_interval(secs => %(ttl_s)s)",
                 {"ttl_s": ttl_s},
             )
-            live = frozenset(row[0] for row in await cur.fetchall()) | {location}
-            decision = decide(FleetView(_state(fleet_row), verdicts, live))
-            await conn.execute(
-                "UPDATE fleet_state SET url = %s, labels = %s, notifiers = %s, state = %s,"
-                " since = %s, reason = %s, error = %s, incident_id = %s, last_notified = %s"
-                " WHERE target = %s",
-                (
-                    subject.url,
-                    Json(subject.labels),
-                    Json(list(subject.notifiers)),
-                    *_values(decision.state),
-                    subject.name,
-                ),
-            )
-            await _enqueue(conn, decision.outgoing)
-        return decision
+            live = frozenset(row[0] for row in await cur.fetchall())
+            # Decided here, in order (a target twice in a batch: the second sees the first);
+            # then written with one statement each, pipelined.
+            decisions = []
+            subjects: dict[str, Subject] = {}
+            written: dict[tuple[str, str], TargetState] = {}
+            outgoing: list[tuple[str, Notification]] = []
+            for record in records:
+                name, location = record.subject.name, record.location
+                verdict = _state(_values(record.verdict))  # as stored: without counters
+                verdicts[name][location] = verdict
+                view = FleetView(fleet[name], dict(verdicts[name]), live | {location})
+                decision = record.decide(view)
+                fleet[name], subjects[name] = decision.state, record.subject
+                written[(name, location)] = verdict
+                outgoing.extend(decision.outgoing)
+                decisions.append(decision)
+            async with conn.cursor() as cursor:
+                await cursor.executemany(
+                    "INSERT INTO location_state (target, location,"
+                    " state, since, reason, error, incident_id, last_notified)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+                    " ON CONFLICT (target, location) DO UPDATE SET state = excluded.state,"
+                    " since = excluded.since, reason = excluded.reason, error = excluded.error,"
+                    " incident_id = excluded.incident_id,"
+                    " last_notified = excluded.last_notified",
+                    [(t, loc, *_values(v)) for (t, loc), v in written.items()],
+                )
+                await cursor.executemany(
+                    "UPDATE fleet_state SET url = %s, labels = %s, notifiers = %s, state = %s,"
+                    " since = %s, reason = %s, error = %s, incident_id = %s, last_notified = %s"
+                    " WHERE target = %s",
+                    [
+                        (
+                            subject.url,
+                            Json(subject.labels),
+                            Json(list(subject.notifiers)),
+                            *_values(fleet[name]),
+                            name,
+                        )
+                        for name, subject in subjects.items()
+                    ],
+                )
+            await _enqueue(conn, outgoing)
+        return decisions
 
     async def forget(self, name: str, location: str, farewell: Farewell) -> None:
         async with self._db.use(self._state) as conn, conn.transaction():

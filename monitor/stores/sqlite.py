@@ -18,7 +18,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from monitor.stores.base import (
     Farewell,
     FleetView,
     Pending,
+    Record,
     StateFileError,
     Stored,
     Subject,
@@ -248,7 +249,12 @@ class _Database:
         rows = self._db.execute(query, args).fetchall()
         return {row[0]: self._stored(row) for row in rows}
 
-    def record(
+    def record_many(self, records: Sequence[Record], live: frozenset[str]) -> list[Decision]:
+        """See :meth:`StateStore.record_many`; ``live`` are the other locations that count."""
+        with self._write():
+            return [self._record(r.subject, r.location, r.verdict, r.decide, live) for r in records]
+
+    def _record(
         self,
         subject: Subject,
         location: str,
@@ -256,29 +262,28 @@ class _Database:
         decide: Decide,
         live: frozenset[str],
     ) -> Decision:
-        """See :meth:`StateStore.record`; ``live`` are the other locations that count."""
-        with self._write():
-            row = self._db.execute(_SELECT_ONE, (subject.name,)).fetchone()
-            prev = self._stored(row).state if row is not None else TargetState()
-            self._db.execute(_UPSERT_VERDICT, (subject.name, location, *_persisted(verdict)))
-            verdicts = {
-                loc: TargetState(state, since, reason, error, incident, notified)
-                for loc, state, since, reason, error, incident, notified in self._db.execute(
-                    _SELECT_TARGET_VERDICTS, (subject.name,)
-                ).fetchall()
-            }
-            decision = decide(FleetView(prev, verdicts, live | {location}))
-            self._db.execute(
-                "INSERT OR REPLACE INTO target_state VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    subject.name,
-                    subject.url,
-                    *_persisted(decision.state),
-                    json.dumps(subject.labels),
-                    json.dumps(list(subject.notifiers)),
-                ),
-            )
-            self._enqueue(decision.outgoing)
+        """One record, inside the caller's transaction."""
+        row = self._db.execute(_SELECT_ONE, (subject.name,)).fetchone()
+        prev = self._stored(row).state if row is not None else TargetState()
+        self._db.execute(_UPSERT_VERDICT, (subject.name, location, *_persisted(verdict)))
+        verdicts = {
+            loc: TargetState(state, since, reason, error, incident, notified)
+            for loc, state, since, reason, error, incident, notified in self._db.execute(
+                _SELECT_TARGET_VERDICTS, (subject.name,)
+            ).fetchall()
+        }
+        decision = decide(FleetView(prev, verdicts, live | {location}))
+        self._db.execute(
+            "INSERT OR REPLACE INTO target_state VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                subject.name,
+                subject.url,
+                *_persisted(decision.state),
+                json.dumps(subject.labels),
+                json.dumps(list(subject.notifiers)),
+            ),
+        )
+        self._enqueue(decision.outgoing)
         return decision
 
     def forget(self, name: str, location: str, farewell: Farewell) -> None:
@@ -401,10 +406,12 @@ class SqliteStore:
     async def record(
         self, subject: Subject, location: str, verdict: TargetState, decide: Decide
     ) -> Decision:
+        (decision,) = await self.record_many([Record(subject, location, verdict, decide)])
+        return decision
+
+    async def record_many(self, records: Sequence[Record]) -> list[Decision]:
         live = frozenset({self._member[0]}) if self._joined else frozenset()
-        result: Decision = await self._run(
-            self._db.record, subject, location, verdict, decide, live
-        )
+        result: list[Decision] = await self._run(self._db.record_many, list(records), live)
         return result
 
     async def forget(self, name: str, location: str, farewell: Farewell) -> None:
