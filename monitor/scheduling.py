@@ -100,7 +100,10 @@ class Scheduler:
         self._current: dict[str, Target] = {}
         self._running: dict[str, asyncio.Task[None]] = {}
         self._retries: dict[str, asyncio.TimerHandle] = {}
-        self._early: dict[tuple[float, int], float] = {}  # a new slot's first-round run
+        # A new slot's first-round run: a one-off timer, apart from the slot's job, so that
+        # the job's trigger keeps the slot's phase (APScheduler counts an interval trigger's
+        # next run from the previous one: a job run early would stay early forever).
+        self._early: dict[tuple[float, int], asyncio.TimerHandle] = {}
         self.first_round_s = 0.0  # every target's first check comes within this
         self._accepting = False
         # Owned here, exported by monitor.metrics.SchedulerCollector.
@@ -147,7 +150,8 @@ class Scheduler:
         for key in self._slots.keys() - slots.keys():
             self._aps.remove_job(_job_id(key))
             del self._starts[key]
-            self._early.pop(key, None)
+            if (early := self._early.pop(key, None)) is not None:
+                early.cancel()
         for key in slots.keys() - self._slots.keys():
             interval_s, index = key
             epoch_s = self._epochs.setdefault(interval_s, now)
@@ -160,14 +164,15 @@ class Scheduler:
             round_s = first_round_s(interval_s, per_interval[interval_s])
             early_s = now + round_s * index / _slot_count(interval_s)
             if early_s < first_s:
-                self._early[key] = early_s
+                loop = asyncio.get_running_loop()
+                self._early[key] = loop.call_later(early_s - now, self._fire_early, key, early_s)
             start = datetime.fromtimestamp(first_s, UTC)
             self._aps.add_job(
                 self._fire,
                 IntervalTrigger(seconds=interval_s, start_date=start),
                 args=(key,),
                 id=_job_id(key),
-                next_run_time=datetime.fromtimestamp(min(early_s, first_s), UTC),
+                next_run_time=start,
             )
         self._slots = slots
         current = {t.name: t for ts in slots.values() for t in ts}
@@ -178,14 +183,11 @@ class Scheduler:
     async def _fire(self, key: tuple[float, int]) -> None:
         if not self._accepting:
             return
+        if (early := self._early.pop(key, None)) is not None:
+            early.cancel()  # the loop was too busy for the first round: the turn has come
         interval_s = key[0]
         start_s = self._starts[key]
         now = time.time()
-        early_s = self._early.pop(key, None)
-        if early_s is not None and now < start_s:
-            for target in self._slots.get(key, ()):  # the first round: at once
-                self._start(target, early_s)
-            return
         due_s = start_s + max(0, math.floor((now - start_s) / interval_s + 1e-9)) * interval_s
         if now - due_s > interval_s:  # pragma: no cover - coalesce keeps this below interval
             log.warning("schedule_behind", interval_s=interval_s, late_s=round(now - due_s, 3))
@@ -200,6 +202,15 @@ class Scheduler:
                 self._start(target, target_due_s)
             else:
                 loop.call_later(delay_s, self._start, target, target_due_s)
+
+    def _fire_early(self, key: tuple[float, int], early_s: float) -> None:
+        """A new slot's run in the first round: its targets start at once (unless the loop
+        was so busy that the slot's regular turn has come: that run is the one)."""
+        del self._early[key]
+        if time.time() >= self._starts[key]:
+            return
+        for target in self._slots.get(key, ()):
+            self._start(target, early_s)
 
     def _start(self, target: Target, due_s: float) -> None:
         if not self._accepting or not self.is_current(target):
@@ -268,9 +279,10 @@ class Scheduler:
         Returns how many had to be cancelled.
         """
         self._accepting = False
-        for handle in self._retries.values():
+        for handle in (*self._retries.values(), *self._early.values()):
             handle.cancel()
         self._retries.clear()
+        self._early.clear()
         if self._aps.running:
             self._aps.shutdown(wait=False)
         pending = list(self._running.values())

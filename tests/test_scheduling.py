@@ -326,6 +326,20 @@ class TestFirstRound:
         assert len(firsts) == 20
         assert firsts[-1] < 1.5, firsts  # within the round, give or take a busy machine
 
+    async def test_after_the_first_round_slots_keep_their_phase(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A slot run early in the first round next runs at its regular time, not one
+        interval after the early run: no check reads late, and the second round spreads over
+        the whole interval instead of staying packed into the first round's width. (It
+        did: APScheduler counts an interval trigger's next run from the previous one.)"""
+        monkeypatch.setattr("monitor.scheduling.FIRST_ROUND_MIN_S", 0.5)
+        runs = await _record(_targets(40, 2.0), 2)  # 20 slots over 2 s; first round 0.5 s
+        lateness = [ran - due for r in runs.values() for due, ran in r]
+        assert max(lateness) < 0.3, sorted(lateness)[-5:]
+        seconds = sorted(r[1][1] for r in runs.values())
+        assert seconds[-1] - seconds[0] > 1.0, seconds  # packed: within ~0.5 s
+
 
 class TestCheckSoon:
     async def test_a_taken_over_target_is_checked_now_not_at_its_turn(self) -> None:
