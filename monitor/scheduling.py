@@ -160,10 +160,12 @@ class Scheduler:
                 first_s += math.ceil((now - first_s) / interval_s) * interval_s
             self._starts[key] = first_s
             # A new slot's first run comes within the first round, not a whole interval
-            # later; from its regular time on, it keeps the interval's phase.
+            # later; from its regular time on, it keeps the interval's phase. A slot whose
+            # regular time falls within the first round anyway needs no extra run: it would
+            # check its targets twice in quick succession (and skip one if the first is slow).
             round_s = first_round_s(interval_s, per_interval[interval_s])
-            early_s = now + round_s * index / _slot_count(interval_s)
-            if early_s < first_s:
+            if first_s > now + round_s:
+                early_s = now + round_s * index / _slot_count(interval_s)
                 loop = asyncio.get_running_loop()
                 self._early[key] = loop.call_later(early_s - now, self._fire_early, key, early_s)
             start = datetime.fromtimestamp(first_s, UTC)

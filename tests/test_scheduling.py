@@ -340,6 +340,19 @@ class TestFirstRound:
         seconds = sorted(r[1][1] for r in runs.values())
         assert seconds[-1] - seconds[0] > 1.0, seconds  # packed: within ~0.5 s
 
+    async def test_no_target_is_checked_twice_in_the_first_round(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A slot whose regular time falls within the first round has no extra run: its
+        targets are not checked twice a fraction of a second apart at start."""
+        monkeypatch.setattr("monitor.scheduling.FIRST_ROUND_MIN_S", 0.5)
+        started = time.time()
+        runs = await _record(_targets(40, 2.0), 2)  # 20 slots over 2 s; first round 0.5 s
+        firsts = [r[0][1] - started for r in runs.values()]
+        seconds = [r[1][1] - started for r in runs.values()]
+        assert max(firsts) < 0.7, sorted(firsts)  # the round, give or take a busy machine
+        assert min(seconds) > 0.45, sorted(seconds)  # after the round, at regular times
+
 
 class TestCheckSoon:
     async def test_a_taken_over_target_is_checked_now_not_at_its_turn(self) -> None:
