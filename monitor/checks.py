@@ -2,10 +2,15 @@
 
 Phases follow blackbox_exporter's names so dashboards translate: ``resolve`` (DNS),
 ``connect`` (TCP), ``tls`` (handshake), ``processing`` (connection ready to response
-headers) and ``transfer`` (reading the body). aiohttp's TraceConfig gives all but the
-boundary between TCP connect and TLS handshake; :class:`_TimingConnector` records that
-boundary and the peer certificate, which aiohttp has already released by the time a small
-response is returned.
+headers) and ``transfer`` (reading the body). Three small hooks take the times, no
+TraceConfig (its per-request Trace objects and awaited signals cost ~5 % of the daemon's CPU
+per check, tests/bench/bench_cpu.py): :class:`_TimingConnector` times getting a
+connection, marks the boundary between TCP connect and TLS handshake and keeps the peer
+certificate (aiohttp has released it by the time a small response is returned);
+:class:`_TimingResolver` times name resolution (IP literals are never resolved);
+:class:`_TimingResponse` marks when each response's headers are in. Each redirect hop is a
+request of its own (:meth:`Checker._request` follows them), so the hooks run once per hop
+and the phases add up over the hops.
 """
 
 from __future__ import annotations
@@ -15,11 +20,11 @@ import contextvars
 import errno
 import itertools
 import re
+import socket
 import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any, Literal
 
 import aiohttp
@@ -64,14 +69,13 @@ class CheckResult:
 
 
 class _Timing:
-    """Phase clock of one check, shared by the trace callbacks and the connector."""
+    """Phase clock of one check, shared by the connector, the resolver and the response."""
 
     __slots__ = (
         "cert_der",
         "phases",
         "t_conn_start",
         "t_dns_end",
-        "t_dns_start",
         "t_headers",
         "t_ready",
         "t_tcp",
@@ -79,7 +83,7 @@ class _Timing:
 
     def __init__(self) -> None:
         self.phases = dict.fromkeys(PHASES, 0.0)
-        self.t_conn_start = self.t_dns_start = self.t_dns_end = 0.0
+        self.t_conn_start = self.t_dns_end = 0.0
         self.t_tcp = self.t_ready = self.t_headers = 0.0
         self.cert_der: bytes | None = None
 
@@ -88,7 +92,7 @@ _current: contextvars.ContextVar[_Timing | None] = contextvars.ContextVar("timin
 
 
 class _TimingConnector(aiohttp.TCPConnector):
-    """Marks the end of the TCP connect and keeps the peer certificate of a new connection."""
+    """Times getting a connection (connect, tls) and keeps the peer certificate."""
 
     async def _wrap_create_connection(  # type: ignore[override]
         self, protocol_factory: Callable[[], Any], *args: Any, **kwargs: Any
@@ -108,11 +112,23 @@ class _TimingConnector(aiohttp.TCPConnector):
         return transport, protocol
 
     async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:  # noqa: ASYNC109
-        connection = await super().connect(req, traces, timeout)
         timing = _current.get()
-        # A reused keep-alive connection skips _wrap_create_connection: take its certificate
-        # here, or the expiry metric would come and go with connection reuse.
-        if timing is not None and timing.cert_der is None and connection.transport is not None:
+        if timing is None:
+            return await super().connect(req, traces, timeout)
+        timing.t_conn_start = time.perf_counter()
+        timing.t_dns_end = timing.t_tcp = 0.0
+        connection = await super().connect(req, traces, timeout)
+        timing.t_ready = time.perf_counter()
+        if timing.t_tcp:  # a new connection: _wrap_create_connection ran
+            # DNS happens inside the connection-create window: TCP starts after it.
+            tcp_start = max(timing.t_conn_start, timing.t_dns_end)
+            # Without TLS (no peer certificate) all of it is connect, not a phantom tls phase.
+            tcp_end = timing.t_tcp if timing.cert_der is not None else timing.t_ready
+            timing.phases["connect"] += tcp_end - tcp_start
+            timing.phases["tls"] += timing.t_ready - tcp_end
+        elif timing.cert_der is None and connection.transport is not None:
+            # A reused keep-alive connection: take its certificate here, or the expiry
+            # metric would come and go with connection reuse.
             _keep_certificate(timing, connection.transport)
         return connection
 
@@ -124,52 +140,42 @@ def _keep_certificate(timing: _Timing, transport: Any) -> None:
         timing.cert_der = ssl_object.getpeercert(binary_form=True)
 
 
-def _trace_config() -> aiohttp.TraceConfig:
-    def now() -> float:
-        return time.perf_counter()
+class _TimingResolver(aiohttp.abc.AbstractResolver):
+    """aiohttp's default resolver, timing the resolve phase (IP literals never get here)."""
 
-    async def dns_start(_s: Any, ctx: SimpleNamespace, _p: Any) -> None:
-        ctx.trace_request_ctx.t_dns_start = now()
+    def __init__(self) -> None:
+        self._resolver = aiohttp.resolver.DefaultResolver()
 
-    async def dns_end(_s: Any, ctx: SimpleNamespace, _p: Any) -> None:
-        timing: _Timing = ctx.trace_request_ctx
-        timing.t_dns_end = now()
-        timing.phases["resolve"] += timing.t_dns_end - ctx.trace_request_ctx.t_dns_start
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[aiohttp.abc.ResolveResult]:
+        started = time.perf_counter()
+        try:
+            return await self._resolver.resolve(host, port, family)
+        finally:
+            timing = _current.get()
+            if timing is not None:
+                timing.t_dns_end = time.perf_counter()
+                timing.phases["resolve"] += timing.t_dns_end - started
 
-    async def conn_start(_s: Any, ctx: SimpleNamespace, _p: Any) -> None:
-        timing: _Timing = ctx.trace_request_ctx
-        timing.t_conn_start = now()
-        timing.t_dns_end = timing.t_tcp = 0.0
+    async def close(self) -> None:
+        await self._resolver.close()
 
-    async def conn_end(_s: Any, ctx: SimpleNamespace, _p: Any) -> None:
-        timing: _Timing = ctx.trace_request_ctx
-        timing.t_ready = now()
-        # DNS happens inside the connection-create window: TCP starts after it.
-        tcp_start = max(timing.t_conn_start, timing.t_dns_end)
-        # Without TLS (no peer certificate) all of it is connect, not a phantom tls phase.
-        tcp_end = timing.t_tcp if timing.t_tcp and timing.cert_der is not None else timing.t_ready
-        timing.phases["connect"] += tcp_end - tcp_start
-        timing.phases["tls"] += timing.t_ready - tcp_end
 
-    async def conn_reused(_s: Any, ctx: SimpleNamespace, _p: Any) -> None:
-        ctx.trace_request_ctx.t_ready = now()
+class _TimingResponse(aiohttp.ClientResponse):
+    """Marks when the headers are in: the end of processing, on every redirect hop."""
 
-    async def headers_received(_s: Any, ctx: SimpleNamespace, _p: Any) -> None:
-        timing: _Timing = ctx.trace_request_ctx
-        timing.t_headers = now()
-        if timing.t_ready:
-            timing.phases["processing"] += timing.t_headers - timing.t_ready
+    async def start(self, connection: aiohttp.connector.Connection) -> aiohttp.ClientResponse:
+        response = await super().start(connection)
+        timing = _current.get()
+        if timing is not None:
+            timing.t_headers = time.perf_counter()
+            if timing.t_ready:
+                timing.phases["processing"] += timing.t_headers - timing.t_ready
+        return response
 
-    config = aiohttp.TraceConfig(trace_config_ctx_factory=SimpleNamespace)
-    config.on_dns_resolvehost_start.append(dns_start)
-    config.on_dns_resolvehost_end.append(dns_end)
-    config.on_connection_create_start.append(conn_start)
-    config.on_connection_create_end.append(conn_end)
-    config.on_connection_reuseconn.append(conn_reused)
-    # A redirect hop ends with on_request_redirect instead of on_request_end.
-    config.on_request_redirect.append(headers_received)
-    config.on_request_end.append(headers_received)
-    return config
+
+_NO_TIMEOUT = aiohttp.ClientTimeout(total=None)  # asyncio.timeout bounds the whole check
 
 
 class Checker:
@@ -184,6 +190,7 @@ class Checker:
     def __init__(self, max_concurrency: int) -> None:
         self._semaphore = asyncio.Semaphore(max_concurrency)
         self._sessions: dict[bool, aiohttp.ClientSession] = {}
+        self._resolvers: list[_TimingResolver] = []
         self._ssl_contexts: dict[str, ssl.SSLContext] = {}
         self._expiry_cache: dict[bytes, float] = {}
         self.in_flight = 0
@@ -196,18 +203,27 @@ class Checker:
 
     async def close(self) -> None:
         sessions, self._sessions = list(self._sessions.values()), {}
+        resolvers, self._resolvers = self._resolvers, []
         for session in sessions:
             await session.close()
+        for resolver in resolvers:  # a connector closes only a resolver it made itself
+            await resolver.close()
 
     def _session(self, reuse: bool) -> aiohttp.ClientSession:
         session = self._sessions.get(reuse)
         if session is None:
+            resolver = _TimingResolver()
+            self._resolvers.append(resolver)
             connector = _TimingConnector(
-                limit=0, force_close=not reuse, use_dns_cache=False, enable_cleanup_closed=False
+                limit=0,
+                force_close=not reuse,
+                use_dns_cache=False,
+                enable_cleanup_closed=False,
+                resolver=resolver,
             )
             session = aiohttp.ClientSession(
                 connector=connector,
-                trace_configs=[_trace_config()],
+                response_class=_TimingResponse,
                 headers={"User-Agent": USER_AGENT},
                 cookie_jar=aiohttp.DummyCookieJar(),  # checks must not carry state
                 auto_decompress=True,
@@ -280,8 +296,7 @@ class Checker:
                 data=data,
                 allow_redirects=False,
                 ssl=self._ssl_for(target),
-                timeout=aiohttp.ClientTimeout(total=None),  # asyncio.timeout bounds the check
-                trace_request_ctx=timing,
+                timeout=_NO_TIMEOUT,
             ) as response:
                 location = response.headers.get("Location")
                 if target.follow_redirects and response.status in _REDIRECTS and location:

@@ -380,6 +380,87 @@ class TestRedirects:
         assert (result.ok, result.reason, result.status) == (False, "status", 302)
 
 
+class TestRedirectPhases:
+    """Each hop is a request of its own: its phases add to the check's, once each."""
+
+    @staticmethod
+    def assert_within_duration(result: CheckResult) -> None:
+        # A hop timed from an earlier hop's marks would count that time twice and overshoot.
+        total = sum(result.phases_s.values())
+        assert result.duration_s * 0.5 <= total <= result.duration_s
+
+    async def test_every_hop_is_timed(self, checker: Checker) -> None:
+        """A redirect to a host name: that hop is resolved, both hops' waits are processing,
+        no tls, and the phases add up to most of the duration, not more."""
+
+        async def final_after_wait(_r: web.Request) -> web.Response:
+            await asyncio.sleep(0.1)
+            return web.Response(text="the final page")
+
+        async with serve_app(app_with(final=final_after_wait)) as other:
+            by_name = other.replace("127.0.0.1", "localhost")
+
+            async def away_after_wait(_r: web.Request) -> web.Response:
+                await asyncio.sleep(0.1)
+                raise web.HTTPFound(f"{by_name}/final")
+
+            async with serve_app(app_with(away=away_after_wait)) as base:
+                result = await checker.check(target(f"{base}/away"))
+        assert (result.reason, result.status) == ("ok", 200)
+        phases = result.phases_s
+        assert phases["resolve"] > 0  # the first hop is an IP literal, the second a name
+        assert phases["connect"] > 0
+        assert phases["tls"] == 0
+        assert phases["processing"] >= 0.2
+        self.assert_within_duration(result)
+
+    async def test_a_reused_connection_across_hops(self, checker: Checker) -> None:
+        """With reuse_connections a redirect within the origin takes the same connection: the
+        second hop has no connect of its own, and its processing starts when it got the
+        connection, not at the first hop's."""
+        ports: set[int] = set()
+
+        async def note_port(request: web.Request) -> None:
+            assert request.transport is not None
+            ports.add(request.transport.get_extra_info("peername")[1])
+            await asyncio.sleep(0.1)
+
+        async def first(request: web.Request) -> web.Response:
+            await note_port(request)
+            raise web.HTTPFound("/second")
+
+        async def second(request: web.Request) -> web.Response:
+            await note_port(request)
+            return web.Response(text="the final page")
+
+        async with serve_app(app_with(first=first, second=second)) as base:
+            result = await checker.check(target(f"{base}/first", reuse_connections=True))
+        assert (result.reason, result.status, len(ports)) == ("ok", 200, 1)
+        assert result.phases_s["connect"] > 0
+        assert result.phases_s["processing"] >= 0.2
+        self.assert_within_duration(result)
+
+    async def test_a_tls_hop_is_timed_and_its_certificate_kept(
+        self, checker: Checker, tls_certs: TLSCerts
+    ) -> None:
+        """A redirect from plain http up to https: the second hop's handshake is the tls
+        phase and its certificate's expiry is reported."""
+        async with serve_app(app_with(hello=hello), tls_certs.valid) as secure:
+
+            async def up(_r: web.Request) -> web.Response:
+                raise web.HTTPFound(f"{secure}/hello")
+
+            async with serve_app(app_with(up=up)) as plain:
+                result = await checker.check(
+                    target(f"{plain}/up", tls={"ca_file": tls_certs.ca_pem})
+                )
+        assert (result.reason, result.status) == ("ok", 200)
+        assert result.phases_s["tls"] > 0
+        assert result.phases_s["connect"] > 0
+        assert result.tls_expiry_ts == tls_certs.valid_not_after.timestamp()
+        self.assert_within_duration(result)
+
+
 def status_handler(code: int) -> Handler:
     async def handler(_request: web.Request) -> web.Response:
         return web.Response(status=code, text=f"answer {code}")

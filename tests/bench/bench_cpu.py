@@ -208,7 +208,12 @@ def extract_package(rev: str, dest: Path) -> Path:
         raise BenchError(msg) from None
     dest.mkdir(parents=True)
     with tarfile.open(fileobj=io.BytesIO(done.stdout)) as tar:
-        tar.extractall(dest, filter="data")
+        # Extraction filters came with 3.11.4: Debian's 3.11.2 has none. Without one the
+        # archive is still safe to unpack: git archive of this repository wrote it.
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(dest, filter="data")
+        else:
+            tar.extractall(dest)
     return dest
 
 
@@ -232,63 +237,77 @@ def count_check_lines(path: Path, t0: float, t1: float) -> tuple[int, int, int]:
     return checks, failed, unparsed
 
 
-def run_daemon(
-    args: argparse.Namespace,
-    tmp: Path,
-    server: bd.TargetServer,
-    rnd: int,
-    label: str = "daemon",
-    package_dir: Path | None = None,
-) -> Measured:
-    work = tmp / f"{label.replace('@', '-')}-{rnd}"
-    work.mkdir()
-    config = work / "targets.yaml"
-    bd.write_config(config, server.base_url, args.targets, args.interval)
-    env = bd.daemon_env(None)
-    if package_dir is not None:
-        env["PYTHONPATH"] = os.pathsep.join([str(package_dir), env["PYTHONPATH"]])
-    log_path = work / "daemon.log"
-    command = [args.python, "-m", "monitor", "run", "--config", str(config)]
-    command += ["--listen", f"{HOST}:0", "--log-format", "json"]
+Variant = tuple[str, Path | None]  # label, and the package directory of a --baseline
+
+
+def run_daemons(
+    args: argparse.Namespace, tmp: Path, server: bd.TargetServer, rnd: int, variants: list[Variant]
+) -> list[Measured]:
+    """Run these daemons at the same time (one, unless --paired) and measure one window."""
     with started([]) as procs:
-        with log_path.open("wb") as out, (work / "daemon.stderr").open("wb") as err:
-            daemon = subprocess.Popen(
-                command,
-                stdout=out,
-                stderr=err,
-                stdin=subprocess.DEVNULL,
-                env=env,
-                cwd=work,
-                start_new_session=True,
-            )
-        procs.append(daemon)
-        watched = [daemon, *server.procs]
+        daemons: list[tuple[str, Path, subprocess.Popen[bytes]]] = []
+        for label, package_dir in variants:
+            work = tmp / f"{label.replace('@', '-')}-{rnd}"
+            work.mkdir()
+            config = work / "targets.yaml"
+            bd.write_config(config, server.base_url, args.targets, args.interval)
+            env = bd.daemon_env(None)
+            if package_dir is not None:
+                env["PYTHONPATH"] = os.pathsep.join([str(package_dir), env["PYTHONPATH"]])
+            command = [args.python, "-m", "monitor", "run", "--config", str(config)]
+            command += ["--listen", f"{HOST}:0", "--log-format", "json"]
+            log, err_log = work / "daemon.log", work / "daemon.stderr"
+            with log.open("wb") as out, err_log.open("wb") as err:
+                daemon = subprocess.Popen(
+                    command,
+                    stdout=out,
+                    stderr=err,
+                    stdin=subprocess.DEVNULL,
+                    env=env,
+                    cwd=work,
+                    start_new_session=True,
+                )
+            procs.append(daemon)
+            daemons.append((label, work, daemon))
+        watched = [*procs, *server.procs]
         deadline = time.monotonic() + args.ready_timeout
-        port = bd.wait_startup(log_path, deadline, watched)
-        bd.wait_http_ok(f"http://{HOST}:{port}/readyz", deadline, watched)
-        progress(f"{label}: pid {daemon.pid} ready; warming up {args.warmup:g} s")
+        ports = []
+        for _label, work, _daemon in daemons:
+            ports.append(bd.wait_startup(work / "daemon.log", deadline, watched))
+            bd.wait_http_ok(f"http://{HOST}:{ports[-1]}/readyz", deadline, watched)
+        names = ", ".join(f"{label} (pid {daemon.pid})" for label, _, daemon in daemons)
+        progress(f"{names} ready; warming up {args.warmup:g} s")
         bd.sleep_watching(args.warmup, watched)
-        window = Window(daemon.pid, server, [])
-        progress(f"{label}: measuring {args.duration:g} s")
+        windows = [Window(daemon.pid, server, []) for _, _, daemon in daemons]
+        progress(f"{', '.join(v[0] for v in variants)}: measuring {args.duration:g} s")
         bd.sleep_watching(args.duration, watched)
-        window.close()
-        with urllib.request.urlopen(f"http://{HOST}:{port}/metrics", timeout=60) as response:
-            total = bd.parse_counters(response.read()).get("checks", 0.0)
-        code, _ = bd.stop_daemon(daemon, 30)
-        if code != 0:
-            msg = f"{label} exited with {code} after SIGTERM: {bd.tail(work / 'daemon.stderr')}"
-            raise BenchError(msg)
-    checks, failed, unparsed = count_check_lines(log_path, window.t0, window.t1)
-    if unparsed:
-        progress(f"{label}: {unparsed} unparsed check lines")
-    return window.measured(
-        label,
-        rnd,
-        checks,
-        failed,
-        "check lines ending in the window",
-        f"monitor_checks_total {total:,.0f} over the whole run",
-    )
+        for window in windows:
+            window.close()
+        totals = []
+        for (label, work, daemon), port in zip(daemons, ports, strict=True):
+            with urllib.request.urlopen(f"http://{HOST}:{port}/metrics", timeout=60) as response:
+                totals.append(bd.parse_counters(response.read()).get("checks", 0.0))
+            code, _ = bd.stop_daemon(daemon, 30)
+            if code != 0:
+                msg = f"{label} exited with {code} after SIGTERM: {bd.tail(work / 'daemon.stderr')}"
+                raise BenchError(msg)
+    results = []
+    for (label, work, _), window, total in zip(daemons, windows, totals, strict=True):
+        checks, failed, unparsed = count_check_lines(work / "daemon.log", window.t0, window.t1)
+        if unparsed:
+            progress(f"{label}: {unparsed} unparsed check lines")
+        together = f"; measured together with {len(daemons) - 1} other" if len(daemons) > 1 else ""
+        results.append(
+            window.measured(
+                label,
+                rnd,
+                checks,
+                failed,
+                "check lines ending in the window",
+                f"monitor_checks_total {total:,.0f} over the whole run{together}",
+            )
+        )
+    return results
 
 
 # -- blackbox_exporter + Prometheus -------------------------------------------------------
@@ -542,28 +561,28 @@ def run_all(args: argparse.Namespace, subjects: list[str]) -> list[Measured]:
         with started([]) as procs:
             server = bd.start_nginx_server(args.nginx_workers, tmp, procs)
             progress(f"nginx x{args.nginx_workers} at {server.base_url}")
-            runners: list[Callable[[int], Measured]] = []
+            variants: list[Variant] = [(f"daemon@{rev}", pkg) for rev, pkg in packages.items()]
+            variants.append(("daemon", None))
+            groups = [variants] if args.paired else [[v] for v in variants]
+            runners: list[Callable[[int], list[Measured]]] = []
             for subject in subjects:
                 if subject == "daemon":
                     runners += [
-                        lambda r, rev=rev, pkg=pkg: run_daemon(
-                            args, tmp, server, r, f"daemon@{rev}", pkg
-                        )
-                        for rev, pkg in packages.items()
+                        lambda r, group=group: run_daemons(args, tmp, server, r, group)
+                        for group in groups
                     ]
-                    runners.append(lambda r: run_daemon(args, tmp, server, r))
                 elif subject == "blackbox":
-                    runners.append(lambda r: run_blackbox(args, tmp, server, r))
+                    runners.append(lambda r: [run_blackbox(args, tmp, server, r)])
                 else:
-                    runners.append(lambda r: run_bare(args, tmp, server, r))
+                    runners.append(lambda r: [run_bare(args, tmp, server, r)])
             for rnd in range(1, args.rounds + 1):
                 for runner in runners:
-                    result = runner(rnd)
-                    progress(
-                        f"  {result.subject}: {result.checks_per_s:.1f} checks/s,"
-                        f" {result.cpu_pct:.1f} % CPU, {result.us_per_check:.0f} µs/check"
-                    )
-                    results.append(result)
+                    for result in runner(rnd):
+                        progress(
+                            f"  {result.subject}: {result.checks_per_s:.1f} checks/s,"
+                            f" {result.cpu_pct:.1f} % CPU, {result.us_per_check:.0f} µs/check"
+                        )
+                        results.append(result)
         failed = any(r.checks == 0 for r in results)
         return results
     finally:
@@ -574,15 +593,16 @@ def run_all(args: argparse.Namespace, subjects: list[str]) -> list[Measured]:
 
 
 def ratios(results: list[Measured]) -> list[tuple[str, float]]:
-    """Each daemon's µs per check over blackbox's and bare's, per round."""
+    """Each daemon's µs per check over blackbox's, bare's and (daemon) each baseline's."""
     out: list[tuple[str, float]] = []
     for rnd in sorted({r.round for r in results}):
         by = {r.subject: r for r in results if r.round == rnd}
         others = [s for s in by if s == "blackbox" or s.startswith("bare")]
-        for daemon in (s for s in by if s.startswith("daemon")):
-            for other in others:
-                value = by[daemon].us_per_check / by[other].us_per_check
-                out.append((f"{daemon} / {other}", value))
+        pairs = [(d, o) for d in by if d.startswith("daemon") for o in others]
+        if "daemon" in by:
+            pairs += [("daemon", b) for b in by if b.startswith("daemon@")]
+        for daemon, other in pairs:
+            out.append((f"{daemon} / {other}", by[daemon].us_per_check / by[other].us_per_check))
     return out
 
 
@@ -688,6 +708,12 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         metavar="REV",
         help="also run the daemon of git revision REV (repeatable)",
+    )
+    p.add_argument(
+        "--paired",
+        action="store_true",
+        help="run the daemon and its --baseline daemons at the same time, measured over the"
+        " same window: a before/after comparison that the machine's noise hits equally",
     )
     p.add_argument(
         "--bare-loop",
