@@ -5,7 +5,8 @@ without a trailing slash (``http://127.0.0.1:41234``); append the path yourself.
 
 - :func:`serve_app` runs an ``aiohttp.web.Application`` (optionally over TLS).
 - :func:`make_tls_certs` makes a trusted CA and server contexts with a valid, an expired and an
-  untrusted certificate (:class:`TLSCerts`).
+  untrusted certificate, one for 127.0.0.1 alone, one that requires a client certificate, and
+  client certificates to present (:class:`TLSCerts`).
 - :func:`raw_server` runs a raw asyncio TCP handler; :func:`silent_server`,
   :func:`reset_server` and :func:`garbage_server` are the ready-made misbehaving peers.
 - :func:`closed_port` returns a port nothing listens on (connections are refused).
@@ -60,7 +61,13 @@ class TLSCerts:
 
     ``valid`` and ``expired`` are issued by ``ca`` (whose PEM is at ``ca_pem``); ``untrusted``
     by a second CA that no client trusts. ``valid_not_after`` is the valid certificate's
-    expiry (whole seconds, UTC).
+    expiry (whole seconds, UTC). ``ip_only`` is valid, but for 127.0.0.1 alone (not
+    localhost). ``mtls`` is ``valid`` that requires a client certificate issued by ``ca``.
+
+    Client certificates (PEM files): ``client_pem`` holds a certificate from ``ca`` and its
+    key; ``client_cert`` and ``client_key`` are that certificate and key apart;
+    ``other_key`` is a key that does not match it; ``stranger_pem`` is a certificate and key
+    from the untrusted CA.
     """
 
     ca: trustme.CA
@@ -69,6 +76,13 @@ class TLSCerts:
     expired: ssl.SSLContext
     untrusted: ssl.SSLContext
     valid_not_after: dt.datetime
+    ip_only: ssl.SSLContext
+    mtls: ssl.SSLContext
+    client_pem: str
+    client_cert: str
+    client_key: str
+    other_key: str
+    stranger_pem: str
 
 
 def _server_context(cert: trustme.LeafCert) -> ssl.SSLContext:
@@ -89,9 +103,23 @@ def make_tls_certs(directory: Path) -> TLSCerts:
         not_before=now - dt.timedelta(days=10),
         not_after=now - dt.timedelta(days=1),
     )
-    untrusted = trustme.CA().issue_cert("127.0.0.1", "localhost")
+    stranger_ca = trustme.CA()
+    untrusted = stranger_ca.issue_cert("127.0.0.1", "localhost")
     ca_pem = directory / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_pem))
+    mtls = _server_context(valid)
+    mtls.verify_mode = ssl.CERT_REQUIRED
+    ca.configure_trust(mtls)
+    client = ca.issue_cert("client@uptime-monitor.test")
+    files = {
+        "client_pem": client.private_key_and_cert_chain_pem,
+        "client_cert": client.cert_chain_pems[0],
+        "client_key": client.private_key_pem,
+        "other_key": ca.issue_cert("other.test").private_key_pem,
+        "stranger_pem": stranger_ca.issue_cert("stranger.test").private_key_and_cert_chain_pem,
+    }
+    for name, blob in files.items():
+        blob.write_to_path(str(directory / f"{name}.pem"))
     return TLSCerts(
         ca=ca,
         ca_pem=str(ca_pem),
@@ -99,6 +127,9 @@ def make_tls_certs(directory: Path) -> TLSCerts:
         expired=_server_context(expired),
         untrusted=_server_context(untrusted),
         valid_not_after=valid_not_after,
+        ip_only=_server_context(ca.issue_cert("127.0.0.1")),
+        mtls=mtls,
+        **{name: str(directory / f"{name}.pem") for name in files},
     )
 
 
