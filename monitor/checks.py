@@ -215,7 +215,8 @@ class Checker:
 
     async def check(self, target: Target) -> CheckResult:
         """Check ``target`` once. Returns a result for every failure; only cancellation raises."""
-        probe = self._probes[target.type]
+        # A type without a probe of its own goes to HTTP, which says why it cannot check it.
+        probe = self._probes.get(target.type, self._check)
         async with self._semaphore:
             self.in_flight += 1
             try:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -28,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from monitor.checktypes import ProbeType, check_stream_url, foreign_options, type_of
 from monitor.redaction import safe_url
 from monitor.tlsfiles import check_client_certificate
 
@@ -428,96 +428,12 @@ def _check_url(value: str) -> str:
     return value.strip()
 
 
-# The kinds of check (monitor.probes), picked by the URL's scheme (any case, RFC 3986).
-ProbeType = Literal["http", "tcp", "tls"]
-_TYPE_OF_SCHEME: dict[str, ProbeType] = {
-    "http": "http",
-    "https": "http",
-    "tcp": "tcp",
-    "tls": "tls",
-}
-_SCHEMES_OF_TYPE: dict[ProbeType, str] = {"http": "http(s)://", "tcp": "tcp://", "tls": "tls://"}
-_STREAM_URL = re.compile(r"(?i)^(tcp|tls)://(.*)$")
-_HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[^:/?#@\s\[\]]+)(:\d{1,5})?$")
-
-
-def type_of(url: str) -> ProbeType | None:
-    """The type of check a URL's scheme picks; None for a scheme none has."""
-    scheme, sep, _rest = url.strip().partition("://")
-    return _TYPE_OF_SCHEME.get(scheme.lower()) if sep else None
-
-
 def _check_target_url(value: str) -> str:
     """http(s) as for notifiers; tcp:// and tls:// are a host and a port, nothing else."""
-    stream = _STREAM_URL.match(value.strip())
-    if stream is None:
-        # Its words name http(s) alone, as before tcp:// and tls:// (tests and scripts match
-        # them); the README's table lists every scheme.
-        return _check_url(value)
-    scheme = stream.group(1).lower()
-    where = _HOST_PORT.match(stream.group(2))
-    if where is None:
-        msg = f"{value!r}: a {scheme}:// URL is a host and a port only ({scheme}://host:port)"
-        raise ValueError(msg)
-    if where.group(2) is None:
-        msg = f"{value!r} needs a port: {scheme}://host:port"
-        raise ValueError(msg)
-    if not 0 < int(where.group(2)[1:]) < 65536:
-        msg = f"port {where.group(2)[1:]} is out of range"
-        raise ValueError(msg)
-    return value.strip()
-
-
-# Options only some types of check have, as YAML key paths; every other option applies to
-# all. On a target of another type such an option is an error; in ``defaults`` it applies only
-# to the targets that have it (an HTTP default never makes a tcp:// target invalid).
-OPTIONS_OF_TYPES: dict[tuple[str, ...], tuple[ProbeType, ...]] = {
-    ("method",): ("http",),
-    ("headers",): ("http",),
-    ("body",): ("http",),
-    ("follow_redirects",): ("http",),
-    ("max_redirects",): ("http",),
-    ("reuse_connections",): ("http",),
-    ("expect", "status"): ("http",),
-    ("expect", "body_contains"): ("http",),
-    ("expect", "body_regex"): ("http",),
-    ("expect", "allow_http_redirect"): ("http",),
-    ("tcp",): ("tcp", "tls"),
-    ("tcp", "starttls"): ("tcp",),  # a tls:// target speaks TLS from the start
-}
-
-
-def foreign_options(kind: ProbeType, data: Mapping[str, Any]) -> list[tuple[tuple[str, ...], str]]:
-    """The options in ``data`` (YAML keys) that targets of type ``kind`` do not have, each
-    with the words that say so; an option inside one already named is not named again."""
-    found: list[tuple[tuple[str, ...], str]] = []
-    for path, kinds in OPTIONS_OF_TYPES.items():
-        if kind in kinds or any(path[: len(f)] == f for f, _ in found):
-            continue
-        node: object = data
-        for key in path[:-1]:
-            node = node.get(key) if isinstance(node, Mapping) else None
-        if isinstance(node, Mapping) and path[-1] in node:
-            shown = " and ".join(_SCHEMES_OF_TYPE[k] for k in kinds)
-            this = _SCHEMES_OF_TYPE[kind]
-            msg = f"{path[-1]!r} is an option of {shown} targets, not of {this} ones"
-            found.append((path, msg))
-    return found
-
-
-def without_options(data: dict[str, Any], paths: list[tuple[str, ...]]) -> dict[str, Any]:
-    """A copy of ``data`` without the options at ``paths`` (nested mappings copied as needed)."""
-    out = dict(data)
-    for path in paths:
-        node = out
-        for key in path[:-1]:
-            inner = node.get(key)
-            if not isinstance(inner, dict):
-                break
-            node[key] = node = dict(inner)
-        else:
-            node.pop(path[-1], None)
-    return out
+    # An http(s) URL's problems name http(s) alone, as before tcp:// and tls:// (tests and
+    # scripts match the words); the README's table lists every scheme.
+    stream = check_stream_url(value)
+    return _check_url(value) if stream is None else stream
 
 
 # A check gives up after this long unless told otherwise (or the interval is shorter).

@@ -46,15 +46,8 @@ from ruamel.yaml.parser import RoundTripParser
 from ruamel.yaml.resolver import VersionedResolver
 from ruamel.yaml.scanner import Scanner
 
-from monitor.config import (
-    MERGED_MAPPINGS,
-    DefaultOptions,
-    MonitorFile,
-    Target,
-    foreign_options,
-    type_of,
-    without_options,
-)
+from monitor.checktypes import foreign_options, type_of, without_options
+from monitor.config import MERGED_MAPPINGS, DefaultOptions, MonitorFile, Target
 
 Loc = tuple[str | int, ...]
 
@@ -595,7 +588,7 @@ def _substitute(text: str, loc: Loc, reading: _Reading) -> str:
 def _merge_for_type(
     defaults: dict[str, Any], target: dict[str, Any], loc: Loc, reading: _Reading
 ) -> dict[str, Any]:
-    """``target`` over the ``defaults`` its type of check has (see OPTIONS_OF_TYPES).
+    """``target`` over the ``defaults`` its type of check has (monitor.checktypes).
 
     The target's own options of another type are problems at their lines, and are left out
     so that the model reports the target's other problems too.
