@@ -1,6 +1,6 @@
 """Probes: how a target is checked, one module per type, picked by the URL's scheme.
 
-:func:`monitor.config.type_of` maps a scheme to a type (``http`` and ``https`` to http,
+:func:`monitor.checktypes.type_of` maps a scheme to a type (``http`` and ``https`` to http,
 ``tcp`` to tcp, ``tls`` to tls); :class:`monitor.checks.Checker` runs the type's probe under
 its one semaphore, so every check counts in ``in_flight`` and waits its turn alike. HTTP's
 probe is still the Checker's own code in :mod:`monitor.checks`; the others live here:
@@ -15,10 +15,11 @@ probe is still the Checker's own code in :mod:`monitor.checks`; the others live 
 Every probe keeps HTTP's contract: a result that never raises, a ``reason`` from the fixed
 set, phase timings, the certificate's expiry when it spoke TLS.
 
-A new type plugs in with: its scheme in ``monitor.config`` (``_TYPE_OF_SCHEME`` and the URL
-check), its options model and the options only it has in ``OPTIONS_OF_TYPES``; a module
-here with a class that follows :class:`Probe`; its entry in :data:`PROBES`. Metrics,
-logs, alerting and ``uptime-monitor check`` then handle it without change.
+A new type plugs in with: its scheme and the options only it has in
+:mod:`monitor.checktypes` (``ProbeType``, ``_TYPE_OF_SCHEME``, its URL's rule,
+``OPTIONS_OF_TYPES``) and its options model in :mod:`monitor.config`; a module here with a
+class that follows :class:`Probe`; its entry in :data:`PROBES`. Metrics (its phases and
+the ``type`` label), logs, alerting and ``uptime-monitor check`` then handle it as they are.
 """
 
 from __future__ import annotations
