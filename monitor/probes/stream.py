@@ -85,6 +85,7 @@ async def run(kit: ProbeKit, target: Target, talk: Talk) -> CheckResult:
     connection: Connection | None = None
     reason: Reason = "ok"
     error = ""
+    talked = False  # to the end: only then is the connection closed politely
     try:
         host, port = host_and_port(target.url)
         progress = Progress(host, port)
@@ -92,6 +93,7 @@ async def run(kit: ProbeKit, target: Target, talk: Talk) -> CheckResult:
         async with asyncio.timeout(target.timeout_s):
             await connection.open()
             await talk(connection)
+        talked = True
         limit_s = target.expect.max_latency_s
         elapsed_s = time.perf_counter() - t0
         if limit_s is not None and elapsed_s > limit_s:
@@ -101,7 +103,7 @@ async def run(kit: ProbeKit, target: Target, talk: Talk) -> CheckResult:
     finally:
         if connection is not None:
             connection.finish()
-            connection.close(clean=reason in ("ok", "latency"))
+            connection.close(clean=talked)
     return CheckResult(
         target=target.name,
         ok=reason == "ok",
@@ -110,9 +112,20 @@ async def run(kit: ProbeKit, target: Target, talk: Talk) -> CheckResult:
         duration_s=time.perf_counter() - t0,
         started_at=started_at,
         phases_s=progress.phases if progress is not None else {},
-        tls_expiry_ts=kit.expiry(progress.cert_der) if progress is not None else None,
+        tls_expiry_ts=_expiry(kit, progress),
         error=error,
     )
+
+
+def _expiry(kit: ProbeKit, progress: Progress | None) -> float | None:
+    if progress is None:
+        return None
+    try:
+        return kit.expiry(progress.cert_der)
+    except ValueError:
+        # A certificate OpenSSL took (verify: false takes any) that cryptography cannot
+        # read: no expiry, rather than no result.
+        return None
 
 
 class Connection:
@@ -230,10 +243,12 @@ class Connection:
         self.step(self.progress.phase, self.progress.doing)
 
     def close(self, *, clean: bool) -> None:
-        """Close politely after a passing check; drop the connection after a failure."""
+        """Close a plain connection politely after a check that ran to its end; drop it
+        otherwise, and always over TLS. asyncio would wait up to 30 s for the peer's
+        close_notify, holding the socket (aiohttp, for https, drops them too)."""
         if self._writer is None:
             return
-        if clean:
+        if clean and self._writer.get_extra_info("ssl_object") is None:
             self._writer.close()
         else:
             self._writer.transport.abort()
