@@ -1,5 +1,8 @@
 """One HTTP(S) check: send the request, time its phases, judge the answer. Never raises.
 
+:class:`Checker` also runs the other types of check (:mod:`monitor.probes`), picked by the
+URL's scheme, under the same semaphore.
+
 Phases follow blackbox_exporter's names so dashboards translate: ``resolve`` (DNS),
 ``connect`` (TCP), ``tls`` (handshake), ``processing`` (connection ready to response
 headers) and ``transfer`` (reading the body). Three small hooks take the times, no
@@ -23,49 +26,30 @@ import re
 import socket
 import ssl
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import aiohttp
-from cryptography import x509
 from yarl import URL
 
 from monitor import __version__
 from monitor.config import Target
+from monitor.probes import PROBES
+from monitor.probes.base import CheckResult, ProbeKit, Reason
+from monitor.probes.base import our_resources as _our_resources
 from monitor.redaction import redact, safe_url
 
-Reason = Literal[
-    "ok",
-    "timeout",
-    "dns",
-    "connect",
-    "tls",
-    "protocol",
-    "too_many_redirects",
-    "status",
-    "body",
-    "latency",
-    "error",
-]
+__all__ = ["PHASES", "CheckResult", "Checker", "Reason", "classify", "phases_of"]
+
 PHASES = ("resolve", "connect", "tls", "processing", "transfer")
 USER_AGENT = f"uptime-monitor/{__version__}"
 _CHUNK_BYTES = 64 * 1024
 
 
-@dataclass(frozen=True, slots=True)
-class CheckResult:
-    """What one check found. ``status`` is 0 when no HTTP answer was read."""
-
-    target: str
-    ok: bool
-    reason: Reason
-    status: int
-    duration_s: float
-    started_at: float  # wall-clock time the request started (after the semaphore)
-    phases_s: dict[str, float] = field(default_factory=dict)
-    tls_expiry_ts: float | None = None  # leaf certificate notAfter, Unix seconds
-    error: str = ""
+def phases_of(kind: str) -> tuple[str, ...]:
+    """The phases a target of type ``kind`` reports (metrics render exactly these)."""
+    probe = PROBES.get(kind)
+    return PHASES if probe is None else probe.phases
 
 
 class _Timing:
@@ -181,6 +165,9 @@ _NO_TIMEOUT = aiohttp.ClientTimeout(total=None)  # asyncio.timeout bounds the wh
 class Checker:
     """Runs checks under one semaphore with one shared client setup.
 
+    The target's type (its URL's scheme) picks the probe: HTTP's is this class's own code,
+    the others are in :data:`monitor.probes.PROBES`; they share one :class:`ProbeKit`.
+
     Two sessions: by default a new connection per check (as blackbox_exporter does) so that
     connect and TLS failures are seen every time; ``reuse_connections`` targets share a
     keep-alive pool instead. Both connectors have no limit of their own: TCPConnector's
@@ -191,8 +178,11 @@ class Checker:
         self._semaphore = asyncio.Semaphore(max_concurrency)
         self._sessions: dict[bool, aiohttp.ClientSession] = {}
         self._resolvers: list[_TimingResolver] = []
-        self._ssl_contexts: dict[str, ssl.SSLContext] = {}
-        self._expiry_cache: dict[bytes, float] = {}
+        self._kit = ProbeKit()
+        self._probes: dict[str, Callable[[Target], Awaitable[CheckResult]]] = {
+            "http": self._check,
+            **{kind: probe(self._kit).check for kind, probe in PROBES.items()},
+        }
         self.in_flight = 0
 
     async def __aenter__(self) -> Checker:
@@ -232,22 +222,21 @@ class Checker:
         return session
 
     def _ssl_for(self, target: Target) -> ssl.SSLContext | bool:
-        if not target.tls.verify:
-            return False
-        if target.tls.ca_file is None:
-            return True
-        context = self._ssl_contexts.get(target.tls.ca_file)
-        if context is None:
-            context = ssl.create_default_context(cafile=target.tls.ca_file)
-            self._ssl_contexts[target.tls.ca_file] = context
-        return context
+        if target.tls.cert_file is None:
+            if not target.tls.verify:
+                return False
+            if target.tls.ca_file is None:
+                return True
+        return self._kit.tls_context(target.tls)
 
     async def check(self, target: Target) -> CheckResult:
         """Check ``target`` once. Returns a result for every failure; only cancellation raises."""
+        # A type without a probe of its own goes to HTTP, which says why it cannot check it.
+        probe = self._probes.get(target.type, self._check)
         async with self._semaphore:
             self.in_flight += 1
             try:
-                return await self._check(target)
+                return await probe(target)
             finally:
                 self.in_flight -= 1
 
@@ -319,15 +308,7 @@ class Checker:
         raise AssertionError  # pragma: no cover - itertools.count() never ends
 
     def _expiry(self, der: bytes | None) -> float | None:
-        if der is None:
-            return None
-        expiry = self._expiry_cache.get(der)
-        if expiry is None:
-            if len(self._expiry_cache) > 10_000:  # bounded: certificates rotate
-                self._expiry_cache.clear()
-            expiry = x509.load_der_x509_certificate(der).not_valid_after_utc.timestamp()
-            self._expiry_cache[der] = expiry
-        return expiry
+        return self._kit.expiry(der)
 
 
 async def _read_body(response: aiohttp.ClientResponse, target: Target) -> bool:
@@ -467,23 +448,3 @@ def classify(exc: BaseException) -> tuple[Reason, str]:
     if isinstance(exc, aiohttp.ClientResponseError | aiohttp.ClientPayloadError):
         return "protocol", getattr(exc, "message", "") or text
     return "error", f"{type(exc).__name__}: {text}"
-
-
-# errno values that mean this process or host ran out of something: the check says nothing
-# about the target. aiohttp wraps them in ClientConnectorError (socket, connect) or
-# ClientOSError, and DNS lookups fail with them too.
-_STARVED = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
-
-
-def _our_resources(exc: BaseException) -> str | None:
-    """The OS's words if ``exc`` (or what it wraps) is the monitor running out of resources."""
-    seen: BaseException | None = exc
-    for _ in range(5):  # a short chain: aiohttp wraps once or twice
-        if seen is None:
-            return None
-        inner = getattr(seen, "os_error", None)
-        for candidate in (seen, inner):
-            if isinstance(candidate, OSError) and candidate.errno in _STARVED:
-                return candidate.strerror or errno.errorcode[candidate.errno]
-        seen = seen.__cause__ or seen.__context__
-    return None

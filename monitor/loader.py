@@ -46,6 +46,7 @@ from ruamel.yaml.parser import RoundTripParser
 from ruamel.yaml.resolver import VersionedResolver
 from ruamel.yaml.scanner import Scanner
 
+from monitor.checktypes import foreign_options, type_of, without_options
 from monitor.config import MERGED_MAPPINGS, DefaultOptions, MonitorFile, Target
 
 Loc = tuple[str | int, ...]
@@ -189,7 +190,10 @@ def _parse(text: str, filename: str, environ: Mapping[str, str], *, fast: bool) 
     defaults = raw_defaults if isinstance(raw_defaults, dict) else {}
     raw_targets = data.get("targets")
     if isinstance(raw_targets, list):
-        data["targets"] = [_merge(defaults, t) if isinstance(t, dict) else t for t in raw_targets]
+        data["targets"] = [
+            _merge_for_type(defaults, t, ("targets", i), reading) if isinstance(t, dict) else t
+            for i, t in enumerate(raw_targets)
+        ]
         problems += _duplicate_names(raw_targets, "targets", reading)
     raw_notifiers = data.get("notifiers")
     if isinstance(raw_notifiers, list):
@@ -579,6 +583,28 @@ def _substitute(text: str, loc: Loc, reading: _Reading) -> str:
     if taken:
         reading.written[loc] = text
     return result
+
+
+def _merge_for_type(
+    defaults: dict[str, Any], target: dict[str, Any], loc: Loc, reading: _Reading
+) -> dict[str, Any]:
+    """``target`` over the ``defaults`` its type of check has (monitor.checktypes).
+
+    The target's own options of another type are problems at their lines, and are left out
+    so that the model reports the target's other problems too.
+    """
+    url = target.get("url")
+    kind = type_of(url) if isinstance(url, str) else None
+    if kind is None:  # no type yet: the URL's own problem is reported
+        return _merge(defaults, target)
+    own = foreign_options(kind, target)
+    for path, why in own:
+        where: Loc = (*loc, *path)
+        reading.problems.append((_line_of(where, reading.lines)[0], f"{_dotted(where)}: {why}"))
+    inherited = [path for path, _ in foreign_options(kind, defaults)]
+    return _merge(
+        without_options(defaults, inherited), without_options(target, [p for p, _ in own])
+    )
 
 
 def _merge(defaults: dict[str, Any], target: dict[str, Any]) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequenc
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from monitor.checks import PHASES, CheckResult
+from monitor.checks import CheckResult, phases_of
 from monitor.config import Target
 from monitor.state import STATES
 
@@ -64,6 +64,7 @@ class _TargetStats:
         "info_labels",
         "label",
         "last_check_ts",
+        "phase_names",
         "phases",
         "state",
         "status",
@@ -89,6 +90,7 @@ class _TargetStats:
         """The target's static labels, and their text rendered once for every scrape."""
         self.info = info
         self.info_labels = ",".join(f'{k}="{escape(v)}"' for k, v in sorted(info.items()))
+        self.phase_names = phases_of(info["type"])  # its type's phases, every one each time
 
 
 class Metrics:
@@ -173,8 +175,10 @@ def _info_labels(target: Target, location: str) -> dict[str, str]:
         "target": target.name,
         "location": location,
         "url": target.safe_url,
-        "method": target.method,
+        "type": target.type,
     }
+    if target.type == "http":  # a method means nothing to the other types
+        labels["method"] = target.method
     for key, value in target.labels.items():
         labels.setdefault(key, value)  # the config refuses these names; never override
     return labels
@@ -225,7 +229,7 @@ def _target_families(bounds: Sequence[float]) -> list[tuple[str, Line]]:
             return ""
         return "".join(
             f'monitor_check_phase_seconds{{{s.label},phase="{p}"}} {_num(s.phases.get(p, 0.0))}\n'
-            for p in PHASES
+            for p in s.phase_names
         )
 
     def status(s: _TargetStats) -> str:
@@ -289,7 +293,7 @@ def _target_families(bounds: Sequence[float]) -> list[tuple[str, Line]]:
             _header(
                 "monitor_tls_cert_expiry_timestamp_seconds",
                 "gauge",
-                "notAfter of the TLS leaf certificate (https targets)",
+                "notAfter of the TLS leaf certificate (https, tls:// and STARTTLS targets)",
             ),
             expiry,
         ),

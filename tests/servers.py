@@ -5,10 +5,15 @@ without a trailing slash (``http://127.0.0.1:41234``); append the path yourself.
 
 - :func:`serve_app` runs an ``aiohttp.web.Application`` (optionally over TLS).
 - :func:`make_tls_certs` makes a trusted CA and server contexts with a valid, an expired and an
-  untrusted certificate (:class:`TLSCerts`).
+  untrusted certificate, one for 127.0.0.1 alone, one that requires a client certificate, and
+  client certificates to present (:class:`TLSCerts`).
 - :func:`raw_server` runs a raw asyncio TCP handler; :func:`silent_server`,
   :func:`reset_server` and :func:`garbage_server` are the ready-made misbehaving peers.
 - :func:`closed_port` returns a port nothing listens on (connections are refused).
+- :func:`stream_server` runs a raw handler like :func:`raw_server`, optionally over TLS, and
+  yields its port; :func:`blocking_tls_server` is a TLS server on blocking sockets, whose
+  failed handshakes send OpenSSL's alert as most servers do (asyncio's close without it).
+- :class:`PortZeroController` is aiosmtpd's SMTP server on a free port.
 """
 
 from __future__ import annotations
@@ -18,14 +23,16 @@ import datetime as dt
 import socket
 import ssl
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import trustme
 from aiohttp import web
+from aiosmtpd.controller import Controller
 
 HOST = "127.0.0.1"
 
@@ -60,7 +67,13 @@ class TLSCerts:
 
     ``valid`` and ``expired`` are issued by ``ca`` (whose PEM is at ``ca_pem``); ``untrusted``
     by a second CA that no client trusts. ``valid_not_after`` is the valid certificate's
-    expiry (whole seconds, UTC).
+    expiry (whole seconds, UTC). ``ip_only`` is valid, but for 127.0.0.1 alone (not
+    localhost). ``mtls`` is ``valid`` that requires a client certificate issued by ``ca``.
+
+    Client certificates (PEM files): ``client_pem`` holds a certificate from ``ca`` and its
+    key; ``client_cert`` and ``client_key`` are that certificate and key apart;
+    ``other_key`` is a key that does not match it; ``stranger_pem`` is a certificate and key
+    from the untrusted CA.
     """
 
     ca: trustme.CA
@@ -69,6 +82,13 @@ class TLSCerts:
     expired: ssl.SSLContext
     untrusted: ssl.SSLContext
     valid_not_after: dt.datetime
+    ip_only: ssl.SSLContext
+    mtls: ssl.SSLContext
+    client_pem: str
+    client_cert: str
+    client_key: str
+    other_key: str
+    stranger_pem: str
 
 
 def _server_context(cert: trustme.LeafCert) -> ssl.SSLContext:
@@ -89,9 +109,23 @@ def make_tls_certs(directory: Path) -> TLSCerts:
         not_before=now - dt.timedelta(days=10),
         not_after=now - dt.timedelta(days=1),
     )
-    untrusted = trustme.CA().issue_cert("127.0.0.1", "localhost")
+    stranger_ca = trustme.CA()
+    untrusted = stranger_ca.issue_cert("127.0.0.1", "localhost")
     ca_pem = directory / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_pem))
+    mtls = _server_context(valid)
+    mtls.verify_mode = ssl.CERT_REQUIRED
+    ca.configure_trust(mtls)
+    client = ca.issue_cert("client@uptime-monitor.test")
+    files = {
+        "client_pem": client.private_key_and_cert_chain_pem,
+        "client_cert": client.cert_chain_pems[0],
+        "client_key": client.private_key_pem,
+        "other_key": ca.issue_cert("other.test").private_key_pem,
+        "stranger_pem": stranger_ca.issue_cert("stranger.test").private_key_and_cert_chain_pem,
+    }
+    for name, blob in files.items():
+        blob.write_to_path(str(directory / f"{name}.pem"))
     return TLSCerts(
         ca=ca,
         ca_pem=str(ca_pem),
@@ -99,14 +133,20 @@ def make_tls_certs(directory: Path) -> TLSCerts:
         expired=_server_context(expired),
         untrusted=_server_context(untrusted),
         valid_not_after=valid_not_after,
+        ip_only=_server_context(ca.issue_cert("127.0.0.1")),
+        mtls=mtls,
+        **{name: str(directory / f"{name}.pem") for name in files},
     )
 
 
 @asynccontextmanager
-async def raw_server(handle: RawHandler) -> AsyncIterator[str]:
+async def raw_server(
+    handle: RawHandler, ssl_context: ssl.SSLContext | None = None
+) -> AsyncIterator[str]:
     """Run ``handle(reader, writer)`` for each TCP connection; yield ``http://127.0.0.1:<port>``.
 
     Connection errors in ``handle`` are ignored; handlers still running on exit are cancelled.
+    With ``ssl_context`` the connections are TLS (the URL still says http).
     """
     tasks: set[asyncio.Task[object]] = set()
 
@@ -116,13 +156,13 @@ async def raw_server(handle: RawHandler) -> AsyncIterator[str]:
         tasks.add(task)
         try:
             await handle(reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError):
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
             pass
         finally:
             writer.close()
             tasks.discard(task)
 
-    server = await asyncio.start_server(on_connect, HOST, 0)
+    server = await asyncio.start_server(on_connect, HOST, 0, ssl=ssl_context)
     port = server.sockets[0].getsockname()[1]
     try:
         yield f"http://{HOST}:{port}"
@@ -172,6 +212,62 @@ def garbage_server() -> AbstractAsyncContextManager[str]:
         await writer.drain()
 
     return raw_server(handle)
+
+
+@asynccontextmanager
+async def stream_server(
+    handle: RawHandler, ssl_context: ssl.SSLContext | None = None
+) -> AsyncIterator[int]:
+    """:func:`raw_server`, yielding its port (for tcp:// and tls:// targets)."""
+    async with raw_server(handle, ssl_context) as url:
+        yield int(url.rpartition(":")[2])
+
+
+@contextmanager
+def blocking_tls_server(context: ssl.SSLContext, banner: bytes) -> Iterator[int]:
+    """A TLS server on a thread, with the ssl module's blocking sockets; yields its port.
+
+    After a handshake it sends ``banner`` and reads until the client leaves. A handshake it
+    refuses (a client certificate missing or untrusted) sends OpenSSL's alert to the client,
+    as nginx or Postfix do; asyncio's servers close the connection without it.
+    """
+    listener = socket.create_server((HOST, 0))
+    port: int = listener.getsockname()[1]
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:  # the listener was shut down: the test is over
+                return
+            conn.settimeout(10)
+            try:
+                with context.wrap_socket(conn, server_side=True) as tls:
+                    tls.sendall(banner)
+                    while tls.recv(4096):
+                        pass
+            except (OSError, ssl.SSLError):
+                pass
+            finally:
+                conn.close()
+
+    thread = threading.Thread(target=serve, name=f"tls-server-{port}", daemon=True)
+    thread.start()
+    try:
+        yield port
+    finally:
+        listener.shutdown(socket.SHUT_RDWR)  # wakes accept()
+        listener.close()
+        thread.join(10)
+
+
+class PortZeroController(Controller):
+    """aiosmtpd's Controller on port 0: it learns its port before its start-up self-test."""
+
+    def _trigger_server(self) -> None:
+        assert isinstance(self.server, asyncio.Server)
+        self.port = self.server.sockets[0].getsockname()[1]
+        super()._trigger_server()  # type: ignore[no-untyped-call]
 
 
 def closed_port() -> int:

@@ -385,7 +385,9 @@ class TestProblems:
         """A reserved label and a timeout longer than the interval are both reported, and each
         reserved label at its own key."""
         text = ONE_TARGET + "    interval: 5s\n    timeout: 10s\n    labels: {target: x, url: y}\n"
-        reserved = "(the monitor sets target, location, url, method, reason, phase, state, le)"
+        reserved = (
+            "(the monitor sets target, location, url, type, method, reason, phase, state, le)"
+        )
         assert problems(text) == [
             "m.yaml:5: targets[0].timeout: timeout (10s) is longer than interval (5s): "
             "a check would overlap the next one",
@@ -473,7 +475,7 @@ class TestProblems:
         assert problems(f"defaults:\n  {key}: 1\n" + ONE_TARGET) == [
             f"m.yaml:2: defaults.{key}: unknown key {key!r} (known keys: interval, timeout, "
             "method, headers, body, follow_redirects, max_redirects, reuse_connections, "
-            "max_body_bytes, expect, tls, alerts, labels, locations)"
+            "max_body_bytes, expect, tls, tcp, alerts, labels, locations)"
         ]
 
     def test_field_names_are_not_yaml_keys(self) -> None:

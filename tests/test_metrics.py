@@ -12,7 +12,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from monitor.checks import PHASES, Checker, CheckResult
+from monitor.checks import PHASES, Checker, CheckResult, phases_of
 from monitor.collectors import (
     CheckerCollector,
     DeliveryCollector,
@@ -34,6 +34,7 @@ def _result(
     status: int = 200,
     duration_s: float = 0.2,
     expiry: float | None = None,
+    phases: tuple[str, ...] = PHASES,
 ) -> CheckResult:
     return CheckResult(
         target=name,
@@ -42,7 +43,7 @@ def _result(
         status=status,  # type: ignore[arg-type]
         duration_s=duration_s,
         started_at=time.time(),
-        phases_s=dict.fromkeys(PHASES, 0.01),
+        phases_s=dict.fromkeys(phases, 0.01),
         tls_expiry_ts=expiry,
         error="",
     )
@@ -87,6 +88,9 @@ def _get(
 
 API = Target(name="api", url="https://user:hunter2@127.0.0.1:8443/health", labels={"team": "core"})
 WEB = Target(name="web", url="http://127.0.0.1:8080/")
+DB = Target(name="db", url="tcp://127.0.0.1:5432", labels={"team": "data"})
+LDAP = Target(name="ldap", url="tls://127.0.0.1:636")
+STREAM_PHASES = ("resolve", "connect", "tls", "response")
 
 
 class TestValues:
@@ -144,7 +148,7 @@ class TestValues:
         info_lines = [line for line in text.splitlines() if line.startswith("monitor_target_info")]
         assert info_lines == [
             'monitor_target_info{location="default",method="GET",target="api",team="core",'
-            'url="https://user:***@127.0.0.1:8443/health"} 1.0'
+            'type="http",url="https://user:***@127.0.0.1:8443/health"} 1.0'
         ]
         assert "hunter2" not in text
         assert (
@@ -154,10 +158,52 @@ class TestValues:
                 target="api",
                 method="GET",
                 team="core",
+                type="http",
                 url="https://user:***@127.0.0.1:8443/health",
             )
             == 1
         )
+
+    def test_stream_targets_have_a_type_and_no_method(self) -> None:
+        """monitor_target_info says each target's type (http, tcp, tls); a method only for
+        HTTP, where it means something."""
+        metrics, registry = _setup(WEB, DB, LDAP)
+        text = _render(metrics, registry).decode()
+        assert [line for line in text.splitlines() if line.startswith("monitor_target_info")] == [
+            'monitor_target_info{location="default",method="GET",target="web",type="http",'
+            'url="http://127.0.0.1:8080/"} 1.0',
+            'monitor_target_info{location="default",target="db",team="data",type="tcp",'
+            'url="tcp://127.0.0.1:5432"} 1.0',
+            'monitor_target_info{location="default",target="ldap",type="tls",'
+            'url="tls://127.0.0.1:636"} 1.0',
+        ]
+
+    def test_each_type_renders_its_own_phases(self) -> None:
+        """An HTTP target has resolve, connect, tls, processing and transfer; tcp and tls
+        targets resolve, connect, tls and response; a tls target's expiry is exported."""
+        metrics, registry = _setup(WEB, DB, LDAP)
+        metrics.observe(_result("web"))
+        metrics.observe(_result("db", status=0, phases=STREAM_PHASES))
+        metrics.observe(_result("ldap", status=0, phases=STREAM_PHASES, expiry=2e9))
+        s = _samples(metrics, registry)
+        phases: dict[str, list[str]] = {"web": [], "db": [], "ldap": []}
+        for name, frozen in s:
+            labels = dict(frozen)
+            if name == "monitor_check_phase_seconds":
+                phases[labels["target"]].append(labels["phase"])
+        assert phases == {
+            "web": list(PHASES),
+            "db": list(STREAM_PHASES),
+            "ldap": list(STREAM_PHASES),
+        }
+        assert (phases_of("http"), phases_of("tcp"), phases_of("tls")) == (
+            PHASES,
+            STREAM_PHASES,
+            STREAM_PHASES,
+        )
+        assert _get(s, "monitor_check_phase_seconds", target="db", phase="response") == 0.01
+        assert _get(s, "monitor_tls_cert_expiry_timestamp_seconds", target="ldap") == 2e9
+        assert _get(s, "monitor_http_status_code", target="db") == 0
 
     def test_http_target_has_no_certificate_series(self) -> None:
         """Only targets that presented a certificate export an expiry."""
@@ -199,9 +245,10 @@ def promtool() -> str:
 
 
 def test_promtool_accepts_the_exposition(promtool: str) -> None:
-    """`promtool check metrics` finds no problem in a realistic exposition."""
+    """`promtool check metrics` finds no problem in a realistic exposition, with HTTP, tcp
+    and tls targets (whose info series have other labels, and other phases)."""
     metrics = Metrics((0.1, 0.5, 1.0))
-    metrics.set_targets([API, WEB, Target(name="idle", url="http://127.0.0.1:1/")])
+    metrics.set_targets([API, WEB, DB, LDAP, Target(name="idle", url="http://127.0.0.1:1/")])
     scheduler = Scheduler(Checker(10).check, lambda _t, _r, _l: False)
     registry = process_registry(
         CheckerCollector(Checker(10)),
@@ -212,6 +259,8 @@ def test_promtool_accepts_the_exposition(promtool: str) -> None:
     )
     metrics.observe(_result("api", expiry=2e9))
     metrics.observe(_result("web", ok=False, reason="status", status=503, duration_s=3))
+    metrics.observe(_result("db", ok=False, reason="response", status=0, phases=STREAM_PHASES))
+    metrics.observe(_result("ldap", status=0, phases=STREAM_PHASES, expiry=2e9))
     scheduler.lateness.observe(0.002)
     text = _render(metrics, registry)
     result = subprocess.run(
@@ -246,6 +295,7 @@ class TestRenderer:
                 "monitor_target_info",
                 target="odd",
                 method="GET",
+                type="http",
                 url='http://127.0.0.1/a"b\\c',
                 note='x"y\nz',
             )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import errno
 import os
@@ -25,10 +24,9 @@ import aiohttp
 import orjson
 import pytest
 from aiohttp import web
-from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from pydantic import TypeAdapter, ValidationError
-from servers import TLSCerts, closed_port, serve_app
+from servers import PortZeroController, TLSCerts, closed_port, serve_app
 
 from monitor import __version__
 from monitor.config import (
@@ -761,15 +759,6 @@ def authenticate(
     ok = isinstance(data, LoginPassword) and data == (USER.encode(), PASSWORD.encode())
     # handled=False: aiosmtpd answers the failure itself (535) instead of leaving it to us.
     return AuthResult(success=ok, handled=False)
-
-
-class PortZeroController(Controller):
-    """aiosmtpd's Controller on port 0: it learns its port before its start-up self-test."""
-
-    def _trigger_server(self) -> None:
-        assert isinstance(self.server, asyncio.Server)
-        self.port = self.server.sockets[0].getsockname()[1]
-        super()._trigger_server()  # type: ignore[no-untyped-call]
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import pytest
 from pydantic import BaseModel
 from ruamel.yaml import YAML
 
-from monitor.config import TLS, Alerts, Expect, MonitorFile, Notifier, Target, json_schema
+from monitor.config import TCP, TLS, Alerts, Expect, MonitorFile, Notifier, Target, json_schema
 from monitor.loader import ConfigError, load_config, parse_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,10 +26,18 @@ SHOWN_MODELS: tuple[type[BaseModel], ...] = (
     Target,
     Expect,
     TLS,
+    TCP,
     Alerts,
     *NOTIFIER_MODELS,
 )
-EXPLAINED_MODELS: tuple[type[BaseModel], ...] = (Target, Expect, TLS, Alerts, *NOTIFIER_MODELS)
+EXPLAINED_MODELS: tuple[type[BaseModel], ...] = (
+    Target,
+    Expect,
+    TLS,
+    TCP,
+    Alerts,
+    *NOTIFIER_MODELS,
+)
 # The secrets the example's commented-out notifiers read from the environment.
 SECRETS = {
     "WEBHOOK_TOKEN": "t0ken",
@@ -170,6 +178,9 @@ class TestExamples:
             ("search-probe", None),
             ("local-app", None),
             ("http-to-https", None),
+            ("redis", None),
+            ("mail-submission", None),
+            ("ldaps", None),
         ]
 
     def test_commented_out_notifiers_are_valid_too(self) -> None:

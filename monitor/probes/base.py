@@ -1,0 +1,129 @@
+"""What every probe shares: the result, its reasons, the Probe protocol and the ProbeKit.
+
+A probe turns one target into one :class:`CheckResult` and never raises (only cancellation
+does); ``reason`` is one of :data:`Reason` and means the same for every type of check. The
+:class:`ProbeKit` is what probes of one Checker share: TLS client contexts and the parsed
+expiry of certificates, both cached.
+"""
+
+from __future__ import annotations
+
+import errno
+import ssl
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal, Protocol
+
+from cryptography import x509
+
+from monitor.config import TLS, Target
+from monitor.tlsfiles import ClientCertificateError, files_stamp, load_client_certificate
+
+Reason = Literal[
+    "ok",
+    "timeout",
+    "dns",
+    "connect",
+    "tls",
+    "protocol",
+    "too_many_redirects",
+    "status",
+    "body",
+    "response",
+    "latency",
+    "error",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """What one check found. ``status`` is 0 when no HTTP answer was read (and for every
+    check that is not HTTP)."""
+
+    target: str
+    ok: bool
+    reason: Reason
+    status: int
+    duration_s: float
+    started_at: float  # wall-clock time the request started (after the semaphore)
+    phases_s: dict[str, float] = field(default_factory=dict)
+    tls_expiry_ts: float | None = None  # leaf certificate notAfter, Unix seconds
+    error: str = ""
+
+
+class Probe(Protocol):
+    """One type of check (see :mod:`monitor.probes`)."""
+
+    # The phases its results time, in order; metrics render exactly these for its targets.
+    phases: ClassVar[tuple[str, ...]]
+
+    def __init__(self, kit: ProbeKit) -> None: ...
+
+    async def check(self, target: Target) -> CheckResult:
+        """Check ``target`` once; a result for every failure, only cancellation raises."""
+        ...
+
+
+class ProbeKit:
+    """TLS contexts and certificate expiries, shared by the probes of one Checker."""
+
+    def __init__(self) -> None:
+        self._contexts: dict[tuple[object, ...], ssl.SSLContext] = {}
+        self._expiry_cache: dict[bytes, float] = {}
+
+    def tls_context(self, tls: TLS) -> ssl.SSLContext:
+        """A client context for ``tls``: verification as set, the CA file and the client
+        certificate loaded. Built again when a file it was built from changes (a renewed
+        certificate is used without a restart). Raises ClientCertificateError."""
+        key = (tls.verify, files_stamp(tls.ca_file, tls.cert_file, tls.key_file))
+        context = self._contexts.get(key)
+        if context is None:
+            if tls.verify:
+                context = ssl.create_default_context(cafile=tls.ca_file)
+            else:
+                # No CA store to load: nothing is verified.
+                context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            if tls.cert_file is not None:
+                try:
+                    load_client_certificate(context, tls.cert_file, tls.key_file)
+                except ClientCertificateError as exc:
+                    # Changed since the config loaded it: the monitor's file, named.
+                    msg = f"client certificate {tls.cert_file!r}: {exc}"
+                    raise ClientCertificateError(msg) from None
+            if len(self._contexts) > 1_000:  # bounded: files get renewed
+                self._contexts.clear()
+            self._contexts[key] = context
+        return context
+
+    def expiry(self, der: bytes | None) -> float | None:
+        """The notAfter of a DER certificate, Unix seconds; parsed once per certificate."""
+        if der is None:
+            return None
+        expiry = self._expiry_cache.get(der)
+        if expiry is None:
+            if len(self._expiry_cache) > 10_000:  # bounded: certificates rotate
+                self._expiry_cache.clear()
+            expiry = x509.load_der_x509_certificate(der).not_valid_after_utc.timestamp()
+            self._expiry_cache[der] = expiry
+        return expiry
+
+
+# errno values that mean this process or host ran out of something: the check says nothing
+# about the target. aiohttp wraps them in ClientConnectorError (socket, connect) or
+# ClientOSError, and DNS lookups fail with them too.
+_STARVED = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+
+
+def our_resources(exc: BaseException) -> str | None:
+    """The OS's words if ``exc`` (or what it wraps) is the monitor running out of resources."""
+    seen: BaseException | None = exc
+    for _ in range(5):  # a short chain: aiohttp wraps once or twice
+        if seen is None:
+            return None
+        inner = getattr(seen, "os_error", None)
+        for candidate in (seen, inner):
+            if isinstance(candidate, OSError) and candidate.errno in _STARVED:
+                return candidate.strerror or errno.errorcode[candidate.errno]
+        seen = seen.__cause__ or seen.__context__
+    return None
