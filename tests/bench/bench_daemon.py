@@ -300,14 +300,18 @@ def median(values: list[float]) -> float:
 # -- the daemon ---------------------------------------------------------------------------
 
 
-def write_config(path: Path, base_url: str, targets: int, interval_s: float) -> None:
+def write_config(
+    path: Path, base_url: str, targets: int, interval_s: float, *, reuse_connections: bool = False
+) -> None:
     timeout_s = min(5.0, interval_s)
     lines = [
         "defaults:",
         f"  interval: {interval_s:g}s",
         f"  timeout: {timeout_s:g}s",
-        "targets:",
     ]
+    if reuse_connections:
+        lines.append("  reuse_connections: true")
+    lines.append("targets:")
     lines += [f"  - {{name: t{i}, url: '{base_url}/t/{i}'}}" for i in range(targets)]
     path.write_text("\n".join(lines) + "\n")
 
