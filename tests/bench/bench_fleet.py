@@ -80,6 +80,12 @@ def machine_cpu_s() -> float:
     return (sum(values[:8]) - values[3] - values[4]) / bd.CLK_TCK
 
 
+def sys_cpu_s(pid: int) -> float:
+    """stime of a process (all its threads): the part of its CPU spent in the kernel."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    return int(text[text.rindex(")") + 2 :].split()[12]) / bd.CLK_TCK
+
+
 def pids_cpu(pids: list[int]) -> dict[int, float]:
     out: dict[int, float] = {}
     for pid in pids:
@@ -285,6 +291,7 @@ class Case:
     reasons: dict[str, int]
     skipped: float  # monitor_checks_skipped_total delta
     cpu_s: float  # the daemons, user + system
+    sys_cpu_s: float  # of which system: connect, send, close, epoll (and loopback's TCP)
     cpu_each_s: list[float]
     pg_cpu_s: float
     server_cpu_s: float
@@ -298,6 +305,7 @@ class Case:
     other_events: dict[str, int]
     unparsed: int
     stderr_tails: list[str] = field(default_factory=list)
+    profiles: list[str] = field(default_factory=list)  # --profile: the top of each daemon's
 
     @property
     def fleet(self) -> bool:
@@ -399,11 +407,13 @@ def _measure_case(
     xact0 = bench.xacts(dbname) if fleet else math.nan
     pg0 = pids_cpu(bench.pg_pids())
     cpu0 = [bd.cpu_seconds(d.proc.pid) for d in daemons]
+    sys0 = sum(sys_cpu_s(d.proc.pid) for d in daemons)
     server0, machine0 = bd.cpu_of(bench.server.pids()), machine_cpu_s()
     t0, m0 = time.time(), time.monotonic()
     bd.sleep_watching(window_s, watched)
     t1, m1 = time.time(), time.monotonic()
     cpu1 = [bd.cpu_seconds(d.proc.pid) for d in daemons]
+    sys1 = sum(sys_cpu_s(d.proc.pid) for d in daemons)
     server1, machine1 = bd.cpu_of(bench.server.pids()), machine_cpu_s()
     pg1 = pids_cpu(bench.pg_pids())
     xact1 = bench.xacts(dbname) if fleet else math.nan
@@ -411,6 +421,7 @@ def _measure_case(
     before = time.monotonic()
     snaps1 = [snapshot(d.port) for d in daemons]
     snapped1 = (before + time.monotonic()) / 2
+    profiles = profile(daemons, bench.args.profile) if bench.args.profile else []
     codes = bench.stop(daemons)
 
     stats = [bd.read_log(d.log, t0, t1, []) for d in daemons]
@@ -440,6 +451,7 @@ def _measure_case(
         reasons=dict(reasons),
         skipped=sum(b.skipped - a.skipped for a, b in zip(snaps0, snaps1, strict=True)),
         cpu_s=sum(cpu1) - sum(cpu0),
+        sys_cpu_s=sys1 - sys0,
         cpu_each_s=[b - a for a, b in zip(cpu0, cpu1, strict=True)],
         pg_cpu_s=sum(v - pg0.get(pid, 0.0) for pid, v in pg1.items()),
         server_cpu_s=server1 - server0,
@@ -453,7 +465,66 @@ def _measure_case(
         other_events=dict(other),
         unparsed=sum(s.unparsed_lines for s in stats),
         stderr_tails=[t for d in daemons if (t := bd.tail(d.err, 5))],
+        profiles=profiles,
     )
+
+
+def profile(daemons: list[Daemon], seconds: float) -> list[str]:
+    """py-spy (``--profile``) on every daemon at once, after the window so that it does not
+    count: for each, where its busy samples were (idle threads are not sampled)."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(spy).exists():
+        return ["py-spy is not installed (pip install py-spy): no profile"]
+    progress(f"profiling the daemons for {seconds:g} s with py-spy")
+    running = []
+    for d in daemons:
+        out = d.log.with_suffix(".pyspy.txt")
+        command = [spy, "record", "--nonblocking", "--format", "raw", "-r", "100"]
+        command += ["-d", f"{seconds:g}", "-o", str(out), "-p", str(d.proc.pid)]
+        proc = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL
+        )
+        running.append((d, out, proc))
+    tops: list[str] = []
+    for d, out, proc in running:
+        _, err = proc.communicate(timeout=seconds + 60)
+        if proc.returncode != 0 or not out.exists():
+            tops.append(f"{d.name}: py-spy failed: {err.decode(errors='replace')[-300:]}")
+            continue
+        tops.append(f"{d.name}: {_top_functions(out)}")
+    return tops
+
+
+_OURS = re.compile(r"\((?:.*/)?monitor/[^:]*\.py")  # py-spy names files from sys.path
+_FRAME = re.compile(r"^(.*) \((?:.*/)?([^/]+?)(?::\d+)?\)$")
+
+
+def _top_functions(folded: Path, count: int = 10) -> str:
+    """From py-spy's folded stacks, as shares of the samples: the leaf functions (where the
+    time went), and the deepest frame in monitor/ of each stack (which of the project's
+    functions it went through)."""
+    leaves: Counter[str] = Counter()
+    ours: Counter[str] = Counter()
+    total = 0
+    for line in folded.read_text(errors="replace").splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not n.isdigit():
+            continue
+        frames = stack.split(";")
+        leaves[_short(frames[-1])] += int(n)
+        mine = [f for f in frames if _OURS.search(f)]
+        ours[_short(mine[-1]) if mine else "(outside monitor/)"] += int(n)
+        total += int(n)
+
+    def shares(counter: Counter[str]) -> str:
+        return "; ".join(f"{k} {100 * v / total:.1f}%" for k, v in counter.most_common(count))
+
+    return f"{total:,} samples\n  leaves: {shares(leaves)}\n  in monitor/: {shares(ours)}"
+
+
+def _short(frame: str) -> str:
+    match = _FRAME.match(frame)
+    return f"{match.group(1)} ({match.group(2)})" if match else frame
 
 
 # -- part 2: takeover after kill -9 -------------------------------------------------------
@@ -716,6 +787,10 @@ def _case_rows(columns: list[list[Case]], goals: bool) -> list[tuple[str, list[s
         ),
         row("daemons' CPU per check", lambda cs: f"{_med(cs, lambda c: c.us_per_check):,.0f} µs"),
         row(
+            "  of which in the kernel",
+            lambda cs: f"{_med(cs, lambda c: 1e6 * c.sys_cpu_s / c.checks):,.0f} µs",
+        ),
+        row(
             "PostgreSQL's CPU, % of one core",
             lambda cs: (
                 f"{_med(cs, lambda c: 100 * c.pg_cpu_s / c.window_s):.1f} %" if cs[0].fleet else "-"
@@ -777,6 +852,16 @@ def _table(head: list[str], rows: list[tuple[str, list[str]]]) -> list[str]:
     return lines
 
 
+def _ratio(what: str, a: list[Case], b: list[Case], goal: str = "") -> str:
+    """CPU per check of ``a`` over ``b``: the median of the rounds' ratios, and each."""
+    ratios = [x.us_per_check / y.us_per_check for x, y in zip(a, b, strict=True)]
+    each = ", ".join(
+        f"{v:.2f} ({x.us_per_check:,.0f} / {y.us_per_check:,.0f} µs)"
+        for v, x, y in zip(ratios, a, b, strict=True)
+    )
+    return f"CPU per check, {what}: {median(ratios):.2f}x{goal}; by round: {each}"
+
+
 def summary(r: dict[str, Any]) -> str:
     c = r["config"]
     lines = [
@@ -786,24 +871,23 @@ def summary(r: dict[str, Any]) -> str:
     ]
     cost: list[Case] = r["cost_cases"]
     if cost:
-        singles = [x for x in cost if not x.fleet]
-        fleets = [x for x in cost if x.fleet]
+        singles = [x for x in cost if x.label == "single"]
+        fleets = [x for x in cost if x.label == "fleet"]
+        halves = [x for x in cost if x.label == "half"]
         lines += [
             "",
             f"1. cost: {c['targets']:,} targets every {c['interval_s']:g} s, a new connection per"
             f" check, window {c['window_s']:g} s, {c['rounds']} round(s)"
             + ("; medians" if c["rounds"] > 1 else ""),
         ]
-        lines += _table(
-            ["one instance, SQLite", "fleet of 2, PostgreSQL"],
-            _case_rows([singles, fleets], goals=False),
-        )
-        ratios = [f.us_per_check / s.us_per_check for s, f in zip(singles, fleets, strict=True)]
-        each = ", ".join(f"{v:.2f}" for v in ratios)
-        lines.append(
-            f"CPU per check, fleet / single: {median(ratios):.2f}x (goal <= 1.2x)"
-            + (f"; by round: {each}" if len(ratios) > 1 else "")
-        )
+        head = ["one instance, SQLite", "fleet of 2, PostgreSQL"]
+        head += ["one instance, half the targets"] if halves else []
+        lines += _table(head, _case_rows([singles, fleets, halves][: len(head)], goals=False))
+        lines.append(_ratio("fleet / single", fleets, singles, " (goal <= 1.2x)"))
+        if halves:
+            # Each of the fleet does half the checks: a check may cost more in a process
+            # that is less busy, fleet or not. This says what the fleet itself adds.
+            lines.append(_ratio("fleet / one instance at half the targets", fleets, halves))
     takeovers: list[Takeover] = r["takeovers"]
     if takeovers:
         t0 = takeovers[0]
@@ -885,6 +969,8 @@ def summary(r: dict[str, Any]) -> str:
         head = ["one instance" if not x.fleet else "fleet of 2, PostgreSQL" for x in big]
         lines += _table(head, _case_rows([[x] for x in big], goals=True))
     for case in [*cost, *big]:
+        for text in case.profiles:
+            lines.append(f"{case.label} round {case.round}, profile of {text}")
         for text in case.stderr_tails:
             lines.append(f"{case.label} round {case.round}, daemon stderr (tail):")
             lines += [f"  {line}" for line in text.splitlines()]
@@ -903,23 +989,25 @@ def run(args: argparse.Namespace, parts: list[str]) -> dict[str, Any]:
         bench.start_servers()
         assert bench.server is not None
         cost: list[Case] = []
+        subjects = [("single", False, args.targets), ("fleet", True, args.targets)]
+        if args.control:
+            subjects.append(("half", False, args.targets // 2))
         for rnd in range(1, args.rounds + 1) if "cost" in parts else ():
-            # Alternate the order: drift in the machine's load hits both subjects alike.
-            order = (False, True) if rnd % 2 else (True, False)
-            for fleet in order:
+            # Alternate the order: drift in the machine's load hits every subject alike.
+            for label, fleet, targets in subjects if rnd % 2 else subjects[::-1]:
                 cost.append(
                     run_case(
                         bench,
-                        "fleet" if fleet else "single",
+                        label,
                         rnd,
                         fleet=fleet,
-                        targets=args.targets,
+                        targets=targets,
                         interval_s=args.interval,
                         window_s=args.window,
                         reuse=False,
                     )
                 )
-        cost.sort(key=lambda c: (c.fleet, c.round))
+        cost.sort(key=lambda c: c.round)
         takeovers = [
             run_takeover(bench, rnd)
             for rnd in (range(1, args.takeover_runs + 1) if "takeover" in parts else ())
@@ -995,6 +1083,11 @@ def _parser() -> argparse.ArgumentParser:
         default=0.0,
         help="cost and big: the fleet's --fleet-ttl, s (default: the daemon's, 15 s)",
     )
+    p.add_argument(
+        "--control",
+        action="store_true",
+        help="cost: also one instance with half the targets, what each of the fleet does",
+    )
     p.add_argument("--takeover-targets", type=int, default=2000, help="takeover: targets (2000)")
     p.add_argument(
         "--takeover-interval", type=float, default=10.0, help="takeover: interval, s (10)"
@@ -1015,6 +1108,13 @@ def _parser() -> argparse.ArgumentParser:
         default=300.0,
         help="after the warm-up, wait at most this long for the state writes of the first"
         " verdicts to be done, s (300)",
+    )
+    p.add_argument(
+        "--profile",
+        type=float,
+        default=0.0,
+        help="cost and big: after each window, run py-spy on the daemons for this long, s,"
+        " and print where their time went (0: off)",
     )
     p.add_argument("--max-concurrency", type=int, help="MONITOR_MAX_CONCURRENCY (daemon default)")
     p.add_argument(
