@@ -590,6 +590,9 @@ class Takeover:
     survivor_own_gap_s: float  # the survivor's own targets: longest time between two checks
     survivor_lateness_s: dict[str, float]  # the survivor's checks after the kill
     survivor_skipped: int  # check_skipped lines of the survivor after the kill
+    # state_change from unknown after the kill: a gained target starts unknown, so its first
+    # verdict is a state write (a transaction) although the location's verdict is stored
+    verdicts_rewritten: int
     survivor_exit_code: int | None
     other_events: dict[str, int]
 
@@ -702,6 +705,9 @@ def run_takeover(bench: Bench, rnd: int) -> Takeover:
         survivor_own_gap_s=own_gap_s,
         survivor_lateness_s=quantiles([c.lateness_s for c in alive.checks if c.start >= t_kill]),
         survivor_skipped=sum(e.get("event") == "check_skipped" for e in after),
+        verdicts_rewritten=sum(
+            e.get("event") == "state_change" and e.get("from") == "unknown" for e in after
+        ),
         survivor_exit_code=code,
         other_events=dict(other),
     )
@@ -951,6 +957,10 @@ def summary(r: dict[str, Any]) -> str:
                 ),
             ),
             row("survivor's skipped checks", lambda t: f"{t.survivor_skipped}"),
+            row(
+                "survivor's verdicts from unknown",
+                lambda t: f"{t.verdicts_rewritten:,}",
+            ),
             row(
                 "survivor's exit code after SIGTERM",
                 lambda t: _codes([t.survivor_exit_code]),
