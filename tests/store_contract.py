@@ -7,9 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from fleet_store_contract import note
+
 from monitor.incident import Notification
 from monitor.state import TargetState
 from monitor.stores import Decision, StateStore, Subject
+
+__all__ = ["DOWN", "forget", "note", "save"]
 
 DOWN = TargetState(
     state="down",
@@ -19,23 +23,6 @@ DOWN = TargetState(
     incident_id="api/1700000000250",
     last_notified=1_700_000_000.25,
 )
-
-
-def note(incident: str = "api/1", *, created_at: float = 1_700_000_000.5) -> Notification:
-    """A firing message of target ``api`` for incident ``incident``."""
-    return Notification(
-        kind="firing",
-        target="api",
-        url="http://127.0.0.1/api",
-        state="down",
-        previous_state="up",
-        reason="status",
-        error="HTTP 500",
-        since=1_700_000_000.25,
-        incident_id=incident,
-        labels={"team": "core"},
-        created_at=created_at,
-    )
 
 
 async def save(

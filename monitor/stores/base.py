@@ -101,6 +101,29 @@ class InstanceTaken(Exception):
     """Another live instance of the fleet already has this instance name."""
 
 
+class FleetOfOne:
+    """The fleet part of a store that only one process uses (a file, memory): it is the one
+    member of its location, and every lease is its own."""
+
+    def __init__(self) -> None:
+        self._location: str | None = None  # joined at
+        self._instance = ""
+
+    @property
+    def live(self) -> frozenset[str]:
+        """The locations with a live instance: this one's, once joined."""
+        return frozenset() if self._location is None else frozenset({self._location})
+
+    async def join(self, instance: str, location: str, ttl_s: float) -> None:
+        self._location, self._instance = location, instance
+
+    async def heartbeat(self) -> dict[str, tuple[str, ...]]:
+        return {self._location or "default": (self._instance,)}
+
+    async def lease(self, names: Iterable[str]) -> frozenset[str]:
+        return frozenset(names)
+
+
 class StateStore(Protocol):
     """Target state, verdicts and an outbox of notifications, written together.
 

@@ -15,6 +15,7 @@ from monitor.stores.base import (
     Decide,
     Decision,
     Farewell,
+    FleetOfOne,
     FleetView,
     Pending,
     Record,
@@ -23,16 +24,15 @@ from monitor.stores.base import (
 )
 
 
-class MemoryStore:
+class MemoryStore(FleetOfOne):
     """:class:`monitor.stores.base.StateStore` on dictionaries."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.states: dict[str, Stored] = {}  # the fleet's
         self.verdicts: dict[str, dict[str, TargetState]] = {}  # target → location → verdict
         self.outbox: dict[int, Pending] = {}  # insertion order is id order
         self._next_id = 1
-        self._member = ("default", "")
-        self._joined = False
 
     async def load(self, location: str) -> dict[str, Stored]:
         return {
@@ -47,7 +47,7 @@ class MemoryStore:
         saved = self.states.get(subject.name)
         prev = saved.state if saved is not None else TargetState()
         verdicts = {**self.verdicts.get(subject.name, {}), location: _persisted(verdict)}
-        live = frozenset({location, self._member[0]} if self._joined else {location})
+        live = self.live | {location}
         decision = decide(FleetView(prev, verdicts, live))  # may raise: nothing changed yet
         self.verdicts[subject.name] = verdicts
         labels = dict(subject.labels)
@@ -102,17 +102,6 @@ class MemoryStore:
         for pending in self.outbox.values():
             counts[pending.notifier] = counts.get(pending.notifier, 0) + 1
         return counts
-
-    async def join(self, instance: str, location: str, ttl_s: float) -> None:
-        self._member = (location, instance)
-        self._joined = True
-
-    async def heartbeat(self) -> dict[str, tuple[str, ...]]:
-        location, instance = self._member
-        return {location: (instance,)}
-
-    async def lease(self, names: Iterable[str]) -> frozenset[str]:
-        return frozenset(names)
 
     async def close(self) -> None:
         pass

@@ -31,6 +31,7 @@ from monitor.stores.base import (
     Decide,
     Decision,
     Farewell,
+    FleetOfOne,
     FleetView,
     Pending,
     Record,
@@ -372,14 +373,13 @@ class _Transaction:
         self._db.execute("ROLLBACK" if exc_type is not None else "COMMIT")
 
 
-class SqliteStore:
+class SqliteStore(FleetOfOne):
     """:class:`monitor.stores.base.StateStore` on a SQLite file; see the module docstring."""
 
     def __init__(self, db: _Database, thread: ThreadPoolExecutor) -> None:
+        super().__init__()
         self._db = db
         self._thread = thread
-        self._member = ("default", "")
-        self._joined = False
 
     @classmethod
     async def open(cls, path: Path | str) -> SqliteStore:
@@ -410,7 +410,7 @@ class SqliteStore:
         return decision
 
     async def record_many(self, records: Sequence[Record]) -> list[Decision]:
-        live = frozenset({self._member[0]}) if self._joined else frozenset()
+        live = self.live
         result: list[Decision] = await self._run(self._db.record_many, list(records), live)
         return result
 
@@ -434,18 +434,6 @@ class SqliteStore:
     async def pending_counts(self) -> dict[str, int]:
         result: dict[str, int] = await self._run(self._db.pending_counts)
         return result
-
-    # -- a fleet of one ----------------------------------------------------------------------
-    async def join(self, instance: str, location: str, ttl_s: float) -> None:
-        self._member = (location, instance)
-        self._joined = True
-
-    async def heartbeat(self) -> dict[str, tuple[str, ...]]:
-        location, instance = self._member
-        return {location: (instance,)}
-
-    async def lease(self, names: Iterable[str]) -> frozenset[str]:
-        return frozenset(names)
 
     async def close(self) -> None:
         await self._run(self._db.close)
