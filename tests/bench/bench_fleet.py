@@ -21,7 +21,12 @@ for every fleet) serve every part; the parts run one after another, never at the
    killing the first and the second instance in turn.
 3. **big** (``--big`` or ``--only big``): a fleet of two checking ``--big-targets``
    (100,000) every ``--big-interval`` (60 s) with ``reuse_connections: true``; lateness and
-   skipped checks say whether two instances keep up on two cores.
+   skipped checks say whether two instances keep up on two cores (``--big-single``: one
+   instance too).
+
+``--control`` adds one instance with half the targets to cost and big: what each instance of
+the fleet does, without the fleet. ``--profile S`` runs py-spy on the daemons after each
+window and prints where their time went.
 
 Every daemon is ``python -m monitor run --listen 127.0.0.1:0 --log-format json`` in its own
 process group, without the caller's ``MONITOR_*`` variables, exactly as bench_daemon.py starts
@@ -976,8 +981,19 @@ def summary(r: dict[str, Any]) -> str:
             f"3. big: {b0.targets:,} targets every {b0.interval_s:g} s, reuse_connections: true,"
             f" window {b0.window_s:.0f} s",
         ]
-        head = ["one instance" if not x.fleet else "fleet of 2, PostgreSQL" for x in big]
-        lines += _table(head, _case_rows([[x] for x in big], goals=True))
+        names = {
+            "big-single": "one instance, SQLite",
+            "big-fleet": "fleet of 2, PostgreSQL",
+            "big-half": "one instance, half the targets",
+        }
+        lines += _table([names[x.label] for x in big], _case_rows([[x] for x in big], goals=True))
+        by = {x.label: [x] for x in big}
+        if "big-single" in by:
+            lines.append(_ratio("fleet / single", by["big-fleet"], by["big-single"]))
+        if "big-half" in by:
+            lines.append(
+                _ratio("fleet / one instance at half the targets", by["big-fleet"], by["big-half"])
+            )
     for case in [*cost, *big]:
         for text in case.profiles:
             lines.append(f"{case.label} round {case.round}, profile of {text}")
@@ -1024,14 +1040,19 @@ def run(args: argparse.Namespace, parts: list[str]) -> dict[str, Any]:
         ]
         big: list[Case] = []
         if "big" in parts:
-            for fleet in (False, True) if args.big_single else (True,):
+            big_subjects = [("big-fleet", True, args.big_targets)]
+            if args.big_single:
+                big_subjects.insert(0, ("big-single", False, args.big_targets))
+            if args.control:
+                big_subjects.append(("big-half", False, args.big_targets // 2))
+            for label, fleet, targets in big_subjects:
                 big.append(
                     run_case(
                         bench,
-                        "big-fleet" if fleet else "big-single",
+                        label,
                         1,
                         fleet=fleet,
-                        targets=args.big_targets,
+                        targets=targets,
                         interval_s=args.big_interval,
                         window_s=args.big_window,
                         reuse=True,
@@ -1096,7 +1117,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--control",
         action="store_true",
-        help="cost: also one instance with half the targets, what each of the fleet does",
+        help="cost and big: also one instance with half the targets, what each of the fleet does",
     )
     p.add_argument("--takeover-targets", type=int, default=2000, help="takeover: targets (2000)")
     p.add_argument(
