@@ -15,6 +15,7 @@ Hidden, whatever the scheme's case (``HTTP://`` too):
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from urllib.parse import parse_qsl, unquote
 
 # Query parameters whose values are credentials (compared in lower case).
@@ -39,14 +40,14 @@ MASK = "***"
 MIN_REDACTED = 4  # characters: see _secrets
 
 # The user info ends at the last "@" before the path: a password may contain "@" itself.
-_USERINFO = re.compile(r"(?i)^([a-z][a-z0-9+.\-]*://)([^/?#]*)@")
+USERINFO = re.compile(r"(?i)^([a-z][a-z0-9+.\-]*://)([^/?#]*)@")
 _QUERY_PAIR = re.compile(r"([?&;])([^=&;#]*)=([^&;#]*)")
 
 
 def _secrets(url: str) -> list[str]:
     """Every secret ``url`` carries, as it appears in the URL and decoded."""
     found: list[str] = []
-    match = _USERINFO.match(url)
+    match = USERINFO.match(url)
     if match is not None:
         user, colon, password = match.group(2).partition(":")
         found.append(password if colon else user)
@@ -75,21 +76,43 @@ def redact(text: str, url: str) -> str:
     return text
 
 
-def safe_url(url: str) -> str:
-    """The URL as it may be logged and exported: every secret replaced by ``***``."""
+def mask_url(
+    url: str,
+    *,
+    user_is_secret: bool,
+    pairs: re.Pattern[str],
+    is_secret: Callable[[str, str], bool],
+) -> str:
+    """``url`` with ``***`` for the password of its user info (and the user itself when
+    ``user_is_secret``: a token given as the user) and for the value of every query pair of
+    ``pairs`` (groups: separator, key, value) that ``is_secret(decoded lower-case key,
+    value)``. The one way URLs are masked: targets' (:func:`safe_url`) and databases'
+    (:func:`monitor.stores.dsn.redacted`) differ only in these rules."""
 
     def userinfo(match: re.Match[str]) -> str:
         user, colon, _password = match.group(2).partition(":")
-        return f"{match.group(1)}{user}:{MASK}@" if colon else f"{match.group(1)}{MASK}@"
+        if colon:
+            return f"{match.group(1)}{user}:{MASK}@"
+        return f"{match.group(1)}{MASK if user_is_secret else user}@"
 
     def pair(match: re.Match[str]) -> str:
-        if unquote(match.group(2)).lower() in SECRET_QUERY_KEYS and match.group(3):
+        if is_secret(unquote(match.group(2)).lower(), match.group(3)):
             return f"{match.group(1)}{match.group(2)}={MASK}"
         return match.group(0)
 
     head, hash_, fragment = url.partition("#")
-    head = _USERINFO.sub(userinfo, head, count=1)
+    head = USERINFO.sub(userinfo, head, count=1)
     if "?" in head:
         path, _, query = head.partition("?")
-        head = path + _QUERY_PAIR.sub(pair, "?" + query)
+        head = path + pairs.sub(pair, "?" + query)
     return head + hash_ + fragment
+
+
+def safe_url(url: str) -> str:
+    """The URL as it may be logged and exported: every secret replaced by ``***``."""
+    return mask_url(
+        url,
+        user_is_secret=True,
+        pairs=_QUERY_PAIR,
+        is_secret=lambda key, value: key in SECRET_QUERY_KEYS and bool(value),
+    )

@@ -9,14 +9,13 @@ from __future__ import annotations
 import re
 from urllib.parse import unquote
 
-from monitor.redaction import MASK, MIN_REDACTED
+from monitor.redaction import MASK, MIN_REDACTED, USERINFO, mask_url
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 # libpq's query parameters that hold a secret (the URL's own password is in the user info).
 SECRET_PARAMETERS = frozenset({"password", "sslpassword"})
 
 # The user info ends at the last "@" before the path: a password may contain "@" itself.
-_USERINFO = re.compile(r"(?i)^([a-z][a-z0-9+.\-]*://)([^/?#]*)@")
 _QUERY_PAIR = re.compile(r"([?&])([^=&#]*)=([^&#]*)")
 
 
@@ -33,28 +32,19 @@ def redacted(url: str) -> str:
     → ``postgresql://monitor:***@db1,db2/monitor?password=***&sslmode=require``.
     """
 
-    def userinfo(match: re.Match[str]) -> str:
-        user, colon, _password = match.group(2).partition(":")
-        return f"{match.group(1)}{user}{':' + MASK if colon else ''}@"
-
-    def pair(match: re.Match[str]) -> str:
-        if unquote(match.group(2)).lower() in SECRET_PARAMETERS:
-            return f"{match.group(1)}{match.group(2)}={MASK}"
-        return match.group(0)
-
-    head, hash_, fragment = url.partition("#")
-    head = _USERINFO.sub(userinfo, head, count=1)
-    if "?" in head:
-        path, _, query = head.partition("?")
-        head = path + _QUERY_PAIR.sub(pair, "?" + query)
-    return head + hash_ + fragment
+    return mask_url(
+        url,
+        user_is_secret=False,  # a database user is no secret, and says which role is meant
+        pairs=_QUERY_PAIR,
+        is_secret=lambda key, _value: key in SECRET_PARAMETERS,
+    )
 
 
 def secrets(url: str) -> list[str]:
     """The passwords ``url`` carries (user info, ``password=``, ``sslpassword=``), as written
     and decoded, longest first."""
     found: list[str] = []
-    match = _USERINFO.match(url)
+    match = USERINFO.match(url)
     if match is not None and ":" in match.group(2):
         found.append(match.group(2).partition(":")[2])
     query = url.partition("#")[0].partition("?")[2]
