@@ -24,6 +24,7 @@ import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable
+from typing import ClassVar
 from urllib.parse import urlsplit
 
 from monitor.config import Target
@@ -126,6 +127,23 @@ def _expiry(kit: ProbeKit, progress: Progress | None) -> float | None:
         # A certificate OpenSSL took (verify: false takes any) that cryptography cannot
         # read: no expiry, rather than no result.
         return None
+
+
+class StreamProbe:
+    """A probe over one connection (tcp://, tls://): the run is shared, each type says in
+    :meth:`talk` what it exchanges once connected."""
+
+    phases: ClassVar[tuple[str, ...]] = STREAM_PHASES
+
+    def __init__(self, kit: ProbeKit) -> None:
+        self._kit = kit
+
+    async def check(self, target: Target) -> CheckResult:
+        return await run(self._kit, target, self.talk)
+
+    @staticmethod
+    async def talk(conn: Connection) -> None:
+        raise NotImplementedError
 
 
 class Connection:

@@ -8,25 +8,13 @@ in the reply as it arrives. With ``tcp.starttls`` the exchange of that protocol
 
 from __future__ import annotations
 
-from typing import ClassVar
-
-from monitor.config import Target
 from monitor.probes import starttls
-from monitor.probes.base import CheckResult, ProbeKit
-from monitor.probes.stream import STREAM_PHASES, Connection, run
+from monitor.probes.stream import Connection, StreamProbe
 
 
-class TcpProbe:
-    phases: ClassVar[tuple[str, ...]] = STREAM_PHASES
-
-    def __init__(self, kit: ProbeKit) -> None:
-        self._kit = kit
-
-    async def check(self, target: Target) -> CheckResult:
-        return await run(self._kit, target, self._talk)
-
+class TcpProbe(StreamProbe):
     @staticmethod
-    async def _talk(conn: Connection) -> None:
+    async def talk(conn: Connection) -> None:
         protocol = conn.target.tcp.starttls
         if protocol is not None:
             await starttls.EXCHANGES[protocol](conn)

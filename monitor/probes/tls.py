@@ -11,23 +11,11 @@ the client's side: a server that refuses it is only seen when the probe reads, s
 
 from __future__ import annotations
 
-from typing import ClassVar
-
-from monitor.config import Target
-from monitor.probes.base import CheckResult, ProbeKit
-from monitor.probes.stream import STREAM_PHASES, Connection, run
+from monitor.probes.stream import Connection, StreamProbe
 
 
-class TlsProbe:
-    phases: ClassVar[tuple[str, ...]] = STREAM_PHASES
-
-    def __init__(self, kit: ProbeKit) -> None:
-        self._kit = kit
-
-    async def check(self, target: Target) -> CheckResult:
-        return await run(self._kit, target, self._talk)
-
+class TlsProbe(StreamProbe):
     @staticmethod
-    async def _talk(conn: Connection) -> None:
+    async def talk(conn: Connection) -> None:
         await conn.start_tls()
         await conn.converse()
