@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from fleet_store_contract import note
+from fleet_store_contract import SEEN_DOWN, note
 
 from monitor.incident import Notification
 from monitor.state import TargetState
@@ -15,14 +15,7 @@ from monitor.stores import Decision, StateStore, Subject
 
 __all__ = ["DOWN", "forget", "note", "save"]
 
-DOWN = TargetState(
-    state="down",
-    since=1_700_000_000.25,
-    reason="status",
-    error="HTTP 500",
-    incident_id="api/1700000000250",
-    last_notified=1_700_000_000.25,
-)
+DOWN = SEEN_DOWN  # a down state as a store keeps it (no counters)
 
 
 async def save(
