@@ -59,7 +59,6 @@ class _TargetStats:
         "changes",
         "checks",
         "duration",
-        "fleet_state",
         "info",
         "info_labels",
         "label",
@@ -83,7 +82,6 @@ class _TargetStats:
         self.tls_expiry_ts: float | None = None
         self.last_check_ts: float | None = None
         self.state: str = "unknown"
-        self.fleet_state: str | None = None  # in a fleet: the target's state, all locations
         self.changes: dict[str, int] = {}
 
     def set_info(self, info: dict[str, str]) -> None:
@@ -99,6 +97,7 @@ class Metrics:
     def __init__(self, duration_buckets_s: Sequence[float], location: str = "default") -> None:
         self._bounds = tuple(duration_buckets_s)
         self._location = location  # on every per-target series: where the checks ran from
+        self._fleet_incidents: dict[str, str] | None = None
         self._targets: dict[str, _TargetStats] = {}
 
     def set_targets(self, targets: Iterable[Target]) -> None:
@@ -131,11 +130,11 @@ class Metrics:
         if result.tls_expiry_ts is not None:
             stats.tls_expiry_ts = result.tls_expiry_ts
 
-    def set_fleet_state(self, name: str, state: str) -> None:
-        """The fleet's state of a target this instance checks (absent for a single one)."""
-        stats = self._targets.get(name)
-        if stats is not None:
-            stats.fleet_state = state
+    def set_fleet_incidents(self, incidents: dict[str, str]) -> None:
+        """In a fleet: its open incidents (target → state), whichever instance opened them.
+        A target's fleet state is derived from them when rendered, so a heartbeat hands over
+        one dictionary instead of touching every target (absent for a single instance)."""
+        self._fleet_incidents = incidents
 
     def set_state(self, name: str, state: str, *, changed: bool = False) -> None:
         stats = self._targets.get(name)
@@ -162,7 +161,7 @@ class Metrics:
 
     def _pieces(self, registry: CollectorRegistry) -> Iterator[str | None]:
         targets = list(self._targets.values())
-        for header, line in _target_families(self._bounds):
+        for header, line in _target_families(self._bounds, self._fleet_incidents):
             yield header
             for start in range(0, len(targets), RENDER_CHUNK):
                 yield "".join(line(s) for s in targets[start : start + RENDER_CHUNK])
@@ -207,7 +206,9 @@ def _header(name: str, kind: str, help_text: str) -> str:
 Line = Callable[[_TargetStats], str]
 
 
-def _target_families(bounds: Sequence[float]) -> list[tuple[str, Line]]:
+def _target_families(
+    bounds: Sequence[float], fleet_incidents: dict[str, str] | None
+) -> list[tuple[str, Line]]:
     """(HELP/TYPE header, one target's lines) for every per-target family, in order."""
     les = [f'le="{_le(b)}"' for b in (*bounds, float("inf"))]
 
@@ -258,9 +259,10 @@ def _target_families(bounds: Sequence[float]) -> list[tuple[str, Line]]:
         )
 
     def fleet_state(s: _TargetStats) -> str:
-        if s.fleet_state is None:
+        if fleet_incidents is None:
             return ""
-        now = s.fleet_state
+        # An open incident's state, else up once this location has a verdict (unknown before).
+        now = fleet_incidents.get(s.info["target"]) or ("unknown" if s.state == "unknown" else "up")
         return "".join(
             f'monitor_fleet_state{{{s.label},state="{k}"}} {"1.0" if now == k else "0.0"}\n'
             for k in STATES

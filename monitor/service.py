@@ -330,14 +330,9 @@ class Service:
         log.info("fleet_share_changed", targets=len(owned), before=before, gained=len(gained))
 
     def _fleet_states(self, incidents: dict[str, str]) -> None:
-        """Export the fleet's state of the targets this instance checks: an open incident's
-        state, else up once any verdict is in (unknown before)."""
-        if self.alerting is None:
-            return
-        for name, state in self.alerting.states.items():
-            verdict = state.state
-            fleet = incidents.get(name) or ("unknown" if verdict == "unknown" else "up")
-            self.metrics.set_fleet_state(name, fleet)
+        """Export the fleet's state of the targets this instance checks (derived from the
+        fleet's open incidents when the metrics are rendered)."""
+        self.metrics.set_fleet_incidents(incidents)
 
     async def _recount(self) -> None:
         """In a fleet other instances queue messages too: read the queues' sizes."""

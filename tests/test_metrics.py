@@ -332,7 +332,7 @@ class TestFleet:
         metrics = Metrics((0.1,), location="eu")
         metrics.set_targets([API])
         assert [k for k in _samples(metrics, registry) if k[0] == "monitor_fleet_state"] == []
-        metrics.set_fleet_state("api", "down")
+        metrics.set_fleet_incidents({"api": "down"})
         s = _samples(metrics, registry)
         assert {
             labels["state"]: value
