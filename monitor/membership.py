@@ -82,7 +82,6 @@ class Membership:
     def locations(self) -> dict[str, int]:
         """Live instances by location, as this instance last saw them; a location named by
         a target or seen live before, with none live now, reads 0."""
-        self._known.update(self.members)
         return {loc: len(self.members.get(loc, ())) for loc in sorted(self._known)}
 
     def expect(self, targets: Iterable[Target]) -> None:
@@ -130,6 +129,7 @@ class Membership:
                 members={loc: list(names) for loc, names in sorted(members.items())},
             )
         self.answering = True
+        self._known.update(members)  # a location seen live once is reported from then on
         members.setdefault(self.location, ())
         if self.instance not in members[self.location]:
             members[self.location] = tuple(sorted((*members[self.location], self.instance)))
