@@ -128,7 +128,7 @@ class Settings(BaseModel):
     @classmethod
     def _duration(cls, value: object) -> object:
         if isinstance(value, str):
-            from monitor.config import parse_duration  # noqa: PLC0415 - only when given
+            from monitor.configvalues import parse_duration  # noqa: PLC0415 - only when given
 
             return parse_duration(value)
         return value

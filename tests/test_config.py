@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from monitor.config import Expect, MonitorFile, parse_duration
+from monitor.config import Expect, MonitorFile
+from monitor.configvalues import parse_duration
 from monitor.loader import ConfigError, load_config, parse_config
 from monitor.settings import DEFAULT_BUCKETS_S, Settings
 

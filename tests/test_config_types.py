@@ -11,8 +11,9 @@ from cryptography.hazmat.primitives import serialization
 from pydantic import ValidationError
 from servers import TLSCerts
 
-from monitor.config import TCP, MonitorFile, Target
+from monitor.config import MonitorFile, Target
 from monitor.loader import ConfigError, parse_config
+from monitor.probeoptions import TCP
 
 
 def load(text: str) -> MonitorFile:

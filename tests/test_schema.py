@@ -11,8 +11,9 @@ import pytest
 from pydantic import BaseModel
 from ruamel.yaml import YAML
 
-from monitor.config import TCP, TLS, Alerts, Expect, MonitorFile, Notifier, Target, json_schema
+from monitor.config import TLS, Alerts, Expect, MonitorFile, Notifier, Target, json_schema
 from monitor.loader import ConfigError, load_config, parse_config
+from monitor.probeoptions import TCP
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = ROOT / "config" / "monitor.schema.json"

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable
 
-from monitor.config import StartTLS
+from monitor.probeoptions import StartTLS
 from monitor.probes.stream import Connection, Mismatch, excerpt
 
 _REPLY_LIMIT = 64 * 1024  # bytes of one answer; these are a line or a few
