@@ -35,7 +35,7 @@ from yarl import URL
 from monitor import __version__
 from monitor.config import Target
 from monitor.probes import PROBES
-from monitor.probes.base import CheckResult, ProbeKit, Reason
+from monitor.probes.base import CheckResult, ProbeKit, Reason, address_family
 from monitor.probes.base import our_resources as _our_resources
 from monitor.redaction import redact, safe_url
 
@@ -176,7 +176,8 @@ class Checker:
 
     def __init__(self, max_concurrency: int) -> None:
         self._semaphore = asyncio.Semaphore(max_concurrency)
-        self._sessions: dict[bool, aiohttp.ClientSession] = {}
+        # One session per way of connecting: reused connections or not, and ip_version.
+        self._sessions: dict[tuple[bool, socket.AddressFamily], aiohttp.ClientSession] = {}
         self._resolvers: list[_TimingResolver] = []
         self._kit = ProbeKit()
         self._probes: dict[str, Callable[[Target], Awaitable[CheckResult]]] = {
@@ -199,14 +200,15 @@ class Checker:
         for resolver in resolvers:  # a connector closes only a resolver it made itself
             await resolver.close()
 
-    def _session(self, reuse: bool) -> aiohttp.ClientSession:
-        session = self._sessions.get(reuse)
+    def _session(self, reuse: bool, family: socket.AddressFamily) -> aiohttp.ClientSession:
+        session = self._sessions.get((reuse, family))
         if session is None:
             resolver = _TimingResolver()
             self._resolvers.append(resolver)
             connector = _TimingConnector(
                 limit=0,
                 force_close=not reuse,
+                family=family,
                 use_dns_cache=False,
                 enable_cleanup_closed=False,
                 resolver=resolver,
@@ -218,7 +220,7 @@ class Checker:
                 cookie_jar=aiohttp.DummyCookieJar(),  # checks must not carry state
                 auto_decompress=True,
             )
-            self._sessions[reuse] = session
+            self._sessions[reuse, family] = session
         return session
 
     def _ssl_for(self, target: Target) -> ssl.SSLContext | bool:
@@ -273,7 +275,7 @@ class Checker:
 
     async def _request(self, target: Target, timing: _Timing) -> tuple[int, bool]:
         """Send the request and follow redirects ourselves (see :func:`_next_hop`)."""
-        session = self._session(target.reuse_connections)
+        session = self._session(target.reuse_connections, address_family(target))
         # The first hop takes the text as configured: aiohttp reports a malformed URL itself.
         url: str | URL = target.url
         method, data, headers = target.method, target.body, target.headers

@@ -8,8 +8,10 @@ Field names carry units (``interval_s``); the YAML keys are the short aliases op
 
 from __future__ import annotations
 
+import ipaddress
 from functools import cached_property
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -128,6 +130,18 @@ class TLS(Strict):
         return self
 
 
+def _ip_version(value: object) -> object:
+    """``ip_version: 4`` (a YAML integer) is the same as ``"4"``."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+IpVersion = Annotated[
+    Literal["any", "4", "6"],
+    BeforeValidator(_ip_version),
+    WithJsonSchema({"enum": ["any", 4, 6, "4", "6"]}),
+]
+
+
 Quorum = (
     Literal["any", "majority", "all"]
     | Annotated[int, Field(ge=1, le=100, description="at least this many locations")]
@@ -201,6 +215,11 @@ class TargetOptions(Strict):
         ge=0,
         description="read at most this many bytes of the body (of the reply for tcp:// and tls://)",
     )
+    ip_version: IpVersion = Field(
+        default="any",
+        description="the address family used for the target's host: any (IPv4 or IPv6, as "
+        "the resolver orders them), 4 or 6; a host with no address of that family is reason dns",
+    )
     expect: Expect = Field(default_factory=Expect)
     tls: TLS = Field(default_factory=TLS)
     tcp: TCP = Field(default_factory=TCP)
@@ -264,6 +283,22 @@ class Target(TargetOptions):
         foreign = foreign_options(kind, set_keys)
         if foreign:
             msg = "; ".join(f"{'.'.join(path)}: {why}" for path, why in foreign)
+            raise ValueError(msg)
+        return self
+
+    @model_validator(mode="after")
+    def _address_of_its_ip_version(self) -> Target:
+        """An IP address in the URL is of the family ``ip_version`` asks for (a host name is
+        resolved in that family at each check)."""
+        if self.ip_version == "any":
+            return self
+        try:
+            host = urlsplit(self.url).hostname
+            version = ipaddress.ip_address(host or "").version
+        except ValueError:
+            return self  # a host name, or the URL's own problem
+        if str(version) != self.ip_version:
+            msg = f"ip_version is {self.ip_version} but the URL's host is an IPv{version} address"
             raise ValueError(msg)
         return self
 

@@ -915,3 +915,14 @@ class TestConnectionReuse:
         assert second.phases_s["tls"] == 0  # it really was reused
         expiry = tls_certs.valid_not_after.timestamp()
         assert (first.tls_expiry_ts, second.tls_expiry_ts) == (expiry, expiry)
+
+
+class TestIpVersion:
+    async def test_family_given_to_the_resolver(self, checker: Checker, hello_url: str) -> None:
+        """ip_version picks the family the host is resolved in: localhost, which has only
+        an IPv4 address here, answers with ip_version 4 and is reason dns with 6."""
+        url = hello_url.replace("127.0.0.1", "localhost")
+        four = await checker.check(target(url, ip_version=4))
+        six = await checker.check(target(url, ip_version=6))
+        assert (four.reason, four.status) == ("ok", 200)
+        assert (six.reason, six.status) == ("dns", 0)

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from servers import TLSCerts
 
 from monitor.config import MonitorFile, Target
-from monitor.loader import ConfigError, parse_config
+from monitor.loader import ConfigError, load_config, parse_config
 from monitor.probeoptions import TCP
 
 
@@ -293,4 +293,46 @@ class TestClientCertificate:
         assert self._tls(f"{{cert_file: '{tls_certs.client_cert}', key_file: '{locked}'}}") == [
             f"m.yaml:4: targets[0].tls: client certificate '{tls_certs.client_cert}': "
             "the key is protected by a passphrase, which is not supported"
+        ]
+
+
+class TestIpVersion:
+    def test_values(self) -> None:
+        """ip_version is any by default and takes 4 and 6 as YAML integers or strings."""
+        assert Target(name="t", url="https://a.example/").ip_version == "any"
+        got = [
+            Target(name="t", url="tcp://a.example:1", ip_version=v).ip_version
+            for v in (4, "4", 6, "6", "any")
+        ]
+        assert got == ["4", "4", "6", "6", "any"]
+
+    def test_other_values_and_an_address_of_the_other_family(self, tmp_path: Path) -> None:
+        """ip_version 5 is refused, and so is an address literal of the other family, each
+        at its target's line; a host name is resolved at check time, so it is not refused."""
+        path = tmp_path / "monitor.yaml"
+        path.write_text(
+            textwrap.dedent(
+                """\
+                targets:
+                  - name: a
+                    url: tcp://127.0.0.1:22
+                    ip_version: 6
+                  - name: b
+                    url: http://[::1]:8080/
+                    ip_version: 4
+                  - name: c
+                    url: https://localhost/
+                    ip_version: 5
+                  - name: d
+                    url: https://localhost/
+                    ip_version: 6
+                """
+            )
+        )
+        with pytest.raises(ConfigError) as caught:
+            load_config(path, {})
+        assert caught.value.problems == [
+            f"{path}:2: targets[0]: ip_version is 6 but the URL's host is an IPv4 address",
+            f"{path}:5: targets[1]: ip_version is 4 but the URL's host is an IPv6 address",
+            f"{path}:10: targets[2].ip_version: input should be 'any', '4' or '6'",
         ]

@@ -746,3 +746,14 @@ class TestClassify:
         """A reset or a timeout after part of a reply is a wrong reply (response), before any
         reply connect or timeout; the monitor's own shortage and surprises are error."""
         assert classify(exc, self._reading(received)) == (reason, message)
+
+
+class TestIpVersion:
+    async def test_family_given_to_the_resolver(self, checker: Checker, echo_port: int) -> None:
+        """A tcp:// host is resolved in the family ip_version asks for: localhost (only an
+        IPv4 address here) connects with 4 and any, and is reason dns with 6."""
+        results = [
+            await checker.check(target(f"tcp://localhost:{echo_port}", ip_version=version))
+            for version in ("any", 4, "6")
+        ]
+        assert [r.reason for r in results] == ["ok", "ok", "dns"]

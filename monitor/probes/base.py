@@ -9,6 +9,7 @@ expiry of certificates, both cached.
 from __future__ import annotations
 
 import errno
+import socket
 import ssl
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal, Protocol
@@ -107,6 +108,15 @@ class ProbeKit:
             expiry = x509.load_der_x509_certificate(der).not_valid_after_utc.timestamp()
             self._expiry_cache[der] = expiry
         return expiry
+
+
+_FAMILIES = {"any": socket.AF_UNSPEC, "4": socket.AF_INET, "6": socket.AF_INET6}
+
+
+def address_family(target: Target) -> socket.AddressFamily:
+    """The family ``ip_version`` asks for: AF_UNSPEC (any), AF_INET or AF_INET6; what every
+    probe passes to the resolver."""
+    return _FAMILIES[target.ip_version]
 
 
 # errno values that mean this process or host ran out of something: the check says nothing

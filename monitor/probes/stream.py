@@ -28,7 +28,7 @@ from typing import ClassVar
 from urllib.parse import urlsplit
 
 from monitor.config import Target
-from monitor.probes.base import CheckResult, ProbeKit, Reason, our_resources
+from monitor.probes.base import CheckResult, ProbeKit, Reason, address_family, our_resources
 from monitor.tlsfiles import ClientCertificateError
 
 STREAM_PHASES = ("resolve", "connect", "tls", "response")
@@ -168,10 +168,14 @@ class Connection:
         host, port = self.progress.host, self.progress.port
         connecting = f"connecting to {host}:{port}"
         try:
-            ipaddress.ip_address(host)
+            ipaddress.ip_address(host)  # the config checked its family against ip_version
         except ValueError:
             infos = await asyncio.get_running_loop().getaddrinfo(
-                host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+                host,
+                port,
+                family=address_family(self.target),
+                type=socket.SOCK_STREAM,
+                proto=socket.IPPROTO_TCP,
             )
             addresses = [str(sockaddr[0]) for _, _, _, _, sockaddr in infos]
             self.step("connect", connecting)
