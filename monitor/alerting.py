@@ -38,7 +38,16 @@ from monitor.loader import ConfigError
 from monitor.metrics import Metrics
 from monitor.notifiers import BaseNotifier, build_notifier
 from monitor.reload import Diff, same_subject
-from monitor.state import INCIDENT_STATES, Change, Observation, Policy, Step, TargetState, step
+from monitor.state import (
+    INCIDENT_STATES,
+    Change,
+    Observation,
+    Policy,
+    StateTable,
+    Step,
+    TargetState,
+    step,
+)
 from monitor.stores import Decision, FleetView, StateStore, Stored, StoreUnavailable, Subject
 from monitor.stores.base import Record
 
@@ -86,7 +95,7 @@ class Alerting:
         self._holds = holds  # whether this instance delivers a notifier's queue (its lease)
         self._on_death = on_death
         self.metrics = metrics
-        self.states: dict[str, TargetState] = {}
+        self.states = StateTable()
         self._targets: dict[str, Target] = {}  # the ones this instance checks
         self._all: dict[str, Target] = {}  # every target of the config
         self._session: aiohttp.ClientSession | None = None
