@@ -119,8 +119,11 @@ class DnsExpect(Strict):
         WithJsonSchema(
             {
                 "anyOf": [
-                    {"type": "array", "items": {"type": "string", "minLength": 1}},
-                    {"type": "string", "minLength": 1},
+                    {
+                        "type": "array",
+                        "items": {"type": "string", "minLength": 1, "maxLength": 1000},
+                    },
+                    {"type": "string", "minLength": 1, "maxLength": 1000},
                 ]
             }
         ),
