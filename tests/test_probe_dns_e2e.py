@@ -3,11 +3,7 @@ verdict, state machine, a webhook's DOWN and RESOLVED) and `uptime-monitor check
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +12,7 @@ import dns.message
 import dns.rdatatype
 import pytest
 from aiohttp import web
-from daemon_proc import command, label_sets, run_daemon, sample
+from daemon_proc import assert_promtool_accepts, label_sets, run_command, run_daemon, sample
 from dnsserver import answer, dns_server, free_udp_port
 from servers import Inbox, serve_app
 
@@ -83,24 +79,6 @@ targets:
     return path
 
 
-async def _promtool_accepts(text: str) -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None and os.environ.get("CI"):
-        pytest.fail("promtool is missing: `make test` installs the Debian package prometheus")
-    if promtool is None:
-        return
-    check_metrics = await asyncio.create_subprocess_exec(
-        promtool,
-        "check",
-        "metrics",
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await check_metrics.communicate(text.encode())
-    assert (check_metrics.returncode, out) == (0, b"")
-
-
 async def test_the_daemon_checks_dns_targets(tmp_path: Path, world: World) -> None:
     """Two dns:// targets (udp by address, tcp by a resolver's name) are checked, logged,
     exported (type dns, the phase query; promtool accepts it) and alerted on: the A record
@@ -142,7 +120,7 @@ async def test_the_daemon_checks_dns_targets(tmp_path: Path, world: World) -> No
         ]
         phases = [s["phase"] for s in label_sets(text, "monitor_check_phase_seconds")]
         assert phases == ["query", "query"]
-        await _promtool_accepts(text)
+        await assert_promtool_accepts(text)
 
         world.address = "192.0.2.99"
         await world.inbox.wait_for(1)
@@ -168,18 +146,6 @@ async def test_the_daemon_checks_dns_targets(tmp_path: Path, world: World) -> No
         assert await daemon.stop() == 0
 
 
-async def _run(*args: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        *command(*args),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=tempfile.gettempdir(),
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
-
-
 async def test_check_runs_dns_targets(tmp_path: Path, world: World) -> None:
     """`uptime-monitor check` checks dns:// targets too: status 0 ("-" in the table), the
     reason and the whole cause; exit 1 if any failed."""
@@ -189,7 +155,7 @@ async def test_check_runs_dns_targets(tmp_path: Path, world: World) -> None:
         extra.write(
             f"  - {{name: gone, url: 'dns://127.0.0.1:{refused}', dns: {{name: a.example}}}}\n"
         )
-    code, out, err = await _run("check", "--config", str(config), "--format", "json")
+    code, out, err = await run_command("check", "--config", str(config), "--format", "json")
     assert (code, err) == (1, "")
     rows = {row["target"]: row for row in json.loads(out)["results"]}
     assert {
@@ -201,7 +167,7 @@ async def test_check_runs_dns_targets(tmp_path: Path, world: World) -> None:
     }
     assert rows["gone"]["error"] == f"Connection refused while asking 127.0.0.1:{refused} over udp"
 
-    code, out, _ = await _run("check", "--config", str(config))
+    code, out, _ = await run_command("check", "--config", str(config))
     lines = out.splitlines()
     assert code == 1
     assert [line.split()[:4] for line in lines[1:4]] == [
