@@ -448,7 +448,7 @@ class TestIpVersion:
 
 
 class TestClassify:
-    PROGRESS = Progress("r.example", 53)
+    PROGRESS = Progress("r.example")
 
     @pytest.mark.parametrize(
         ("exc", "reason", "message"),

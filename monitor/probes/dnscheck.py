@@ -46,10 +46,10 @@ Records = list[tuple[dns.rdatatype.RdataType, dns.rdata.Rdata]]
 class Progress:
     """How far a check got, for its error's words."""
 
-    __slots__ = ("doing", "host", "port")
+    __slots__ = ("doing", "host")
 
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
+    def __init__(self, host: str) -> None:
+        self.host = host
         self.doing = f"resolving {host}"
 
 
@@ -86,7 +86,7 @@ async def check(target: Target) -> CheckResult:
     try:
         host, port = resolver_of(target.url)
         question = make_query(target.dns)
-        progress = Progress(host, port)
+        progress = Progress(host)
         async with asyncio.timeout(target.timeout_s):
             addresses = await _addresses(host, port, target)
             sent = time.perf_counter()
