@@ -14,17 +14,24 @@ import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
-ProbeType = Literal["http", "tcp", "tls"]
+ProbeType = Literal["http", "tcp", "tls", "dns"]
 # Schemes are case-insensitive, as RFC 3986 says.
 _TYPE_OF_SCHEME: dict[str, ProbeType] = {
     "http": "http",
     "https": "http",
     "tcp": "tcp",
     "tls": "tls",
+    "dns": "dns",
 }
-_SCHEMES_OF_TYPE: dict[ProbeType, str] = {"http": "http(s)://", "tcp": "tcp://", "tls": "tls://"}
+_SCHEMES_OF_TYPE: dict[ProbeType, str] = {
+    "http": "http(s)://",
+    "tcp": "tcp://",
+    "tls": "tls://",
+    "dns": "dns://",
+}
 _STREAM_URL = re.compile(r"(?i)^(tcp|tls)://(.*)$")
 _HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[^:/?#@\s\[\]]+)(:\d{1,5})?$")
+_DNS_URL = re.compile(r"(?i)^dns://(.*)$")
 
 # Options only some types have, as YAML key paths, and the types that have them.
 OPTIONS_OF_TYPES: dict[tuple[str, ...], tuple[ProbeType, ...]] = {
@@ -40,6 +47,7 @@ OPTIONS_OF_TYPES: dict[tuple[str, ...], tuple[ProbeType, ...]] = {
     ("expect", "allow_http_redirect"): ("http",),
     ("tcp",): ("tcp", "tls"),
     ("tcp", "starttls"): ("tcp",),  # a tls:// target speaks TLS from the start
+    ("dns",): ("dns",),
 }
 
 
@@ -64,6 +72,26 @@ def check_stream_url(value: str) -> str | None:
         msg = f"{value!r} needs a port: {scheme}://host:port"
         raise ValueError(msg)
     if not 0 < int(where.group(2)[1:]) < 65536:
+        msg = f"port {where.group(2)[1:]} is out of range"
+        raise ValueError(msg)
+    return value.strip()
+
+
+def check_dns_url(value: str) -> str | None:
+    """A dns:// URL, checked: a resolver (an IP address, IPv6 in brackets, or a host name)
+    and an optional port, nothing else; None for another scheme. ValueError says what is
+    wrong."""
+    dns = _DNS_URL.match(value.strip())
+    if dns is None:
+        return None
+    where = _HOST_PORT.match(dns.group(1))
+    if where is None:
+        msg = (
+            f"{value!r}: a dns:// URL is a resolver and an optional port only "
+            "(dns://resolver[:port], an IPv6 address in brackets); the name to ask is dns.name"
+        )
+        raise ValueError(msg)
+    if where.group(2) is not None and not 0 < int(where.group(2)[1:]) < 65536:
         msg = f"port {where.group(2)[1:]} is out of range"
         raise ValueError(msg)
     return value.strip()

@@ -23,7 +23,13 @@ from pydantic import (
     model_validator,
 )
 
-from monitor.checktypes import ProbeType, check_stream_url, foreign_options, type_of
+from monitor.checktypes import (
+    ProbeType,
+    check_dns_url,
+    check_stream_url,
+    foreign_options,
+    type_of,
+)
 from monitor.configvalues import (
     MAX_REGEX_CHARS,
     MAX_REGEX_REPEAT,
@@ -41,7 +47,7 @@ from monitor.configvalues import (
     one_or_more,
     parse_duration,
 )
-from monitor.probeoptions import TCP
+from monitor.probeoptions import DNS, TCP
 from monitor.redaction import safe_url
 from monitor.tlsfiles import check_client_certificate
 
@@ -177,10 +183,11 @@ class Alerts(Strict):
 
 
 def _check_target_url(value: str) -> str:
-    """http(s) as for notifiers; tcp:// and tls:// are a host and a port, nothing else."""
+    """http(s) as for notifiers; tcp:// and tls:// are a host and a port, nothing else;
+    dns:// a resolver and an optional port."""
     # An http(s) URL's problems name http(s) alone, as before tcp:// and tls:// (tests and
     # scripts match the words); the README's table lists every scheme.
-    stream = check_stream_url(value)
+    stream = check_stream_url(value) or check_dns_url(value)
     return check_url(value) if stream is None else stream
 
 
@@ -232,6 +239,7 @@ class TargetOptions(Strict):
         min_length=1,
         description="in a fleet: the locations that check this target; default every one",
     )
+    dns: DNS = Field(default_factory=DNS)
 
 
 class Target(TargetOptions):
@@ -239,7 +247,8 @@ class Target(TargetOptions):
 
     name: Name = Field(description="unique; letters, digits, _ . -")
     url: Annotated[str, AfterValidator(_check_target_url)] = Field(
-        description="http:// or https:// URL, or tcp://host:port or tls://host:port"
+        description="http:// or https:// URL, or tcp://host:port or tls://host:port, or "
+        "dns://resolver[:port]"
     )
 
     @model_validator(mode="before")
@@ -283,6 +292,14 @@ class Target(TargetOptions):
         foreign = foreign_options(kind, set_keys)
         if foreign:
             msg = "; ".join(f"{'.'.join(path)}: {why}" for path, why in foreign)
+            raise ValueError(msg)
+        return self
+
+    @model_validator(mode="after")
+    def _dns_asks_a_name(self) -> Target:
+        """A dns:// target says what to ask (``defaults`` may say it too)."""
+        if type_of(self.url) == "dns" and self.dns.name is None:
+            msg = "a dns:// target needs dns.name: the name to ask the resolver for"
             raise ValueError(msg)
         return self
 
@@ -412,7 +429,7 @@ class MonitorFile(Strict):
 
 
 # Keys whose mappings merge key by key from ``defaults`` into a target.
-MERGED_MAPPINGS = ("headers", "expect", "tls", "tcp", "labels", "alerts")
+MERGED_MAPPINGS = ("headers", "expect", "tls", "tcp", "labels", "alerts", "dns")
 
 
 def json_schema() -> dict[str, Any]:

@@ -1,14 +1,14 @@
 """The options of each type of check but HTTP's: one block per type, named after it
-(``tcp:``), checked by :mod:`monitor.checktypes` to sit only on targets of that type.
+(``tcp:``, ``dns:``), checked by :mod:`monitor.checktypes` to sit only on targets of that type.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
 
-from monitor.configvalues import MAX_REGEX_CHARS, Strict, compile_regex
+from monitor.configvalues import MAX_REGEX_CHARS, Strict, compile_regex, one_or_more
 
 StartTLS = Literal["smtp", "imap", "pop3"]
 
@@ -32,3 +32,127 @@ class TCP(Strict):
         description="tcp:// only: ask this protocol for TLS (smtp, imap, pop3), then verify it "
         "as tls:// does",
     )
+
+
+DnsType = Literal["A", "AAAA", "CNAME", "MX", "TXT", "NS", "SOA", "SRV", "PTR", "CAA"]
+# The response codes by dnspython's names (dns.rcode.Rcode; a test holds them equal), written
+# out so that loading the file does not import dnspython.
+Rcode = Literal[
+    "NOERROR",
+    "FORMERR",
+    "SERVFAIL",
+    "NXDOMAIN",
+    "NOTIMP",
+    "REFUSED",
+    "YXDOMAIN",
+    "YXRRSET",
+    "NXRRSET",
+    "NOTAUTH",
+    "NOTZONE",
+    "DSOTYPENI",
+    "BADVERS",
+    "BADKEY",
+    "BADTIME",
+    "BADMODE",
+    "BADNAME",
+    "BADALG",
+    "BADTRUNC",
+    "BADCOOKIE",
+]
+_RCODE_SCHEMA = {"enum": list(get_args(Rcode))}
+_DNS_NAME_CHARS = 253  # of a name in presentation form, without the root's dot
+_DNS_LABEL_CHARS = 63
+
+
+def _dns_name(value: str | None) -> str | None:
+    """A domain name as dig takes it: ASCII (an internationalized name in its xn-- form),
+    labels of 1 to 63 characters, at most 253 in all; a final dot optional, ``.`` the root."""
+    if value is None:
+        return None
+    name = value.strip()
+    if not name.isascii() or any(c.isspace() or c in '\\"' for c in name):
+        msg = (
+            f"{value!r} is not a domain name: ASCII without spaces, quotes or backslashes "
+            "(an internationalized name in its xn-- form)"
+        )
+        raise ValueError(msg)
+    if name == ".":
+        return name
+    labels = name.removesuffix(".").split(".")
+    if len(name.removesuffix(".")) > _DNS_NAME_CHARS or any(
+        not 0 < len(label) <= _DNS_LABEL_CHARS for label in labels
+    ):
+        msg = (
+            f"{value!r} is not a domain name: labels of 1 to {_DNS_LABEL_CHARS} characters "
+            f"between dots, at most {_DNS_NAME_CHARS} characters in all"
+        )
+        raise ValueError(msg)
+    return name
+
+
+def _some_rcode(rcodes: tuple[str, ...]) -> tuple[str, ...]:
+    # Not min_length: pydantic would add "too short" to a list whose one item is wrong.
+    if not rcodes:
+        msg = "at least one response code is needed"
+        raise ValueError(msg)
+    return rcodes
+
+
+class DnsExpect(Strict):
+    """What the resolver's answer to a dns:// check must be."""
+
+    rcode: Annotated[
+        tuple[Rcode, ...],
+        BeforeValidator(one_or_more),
+        AfterValidator(_some_rcode),
+        WithJsonSchema(
+            {"anyOf": [{"type": "array", "items": _RCODE_SCHEMA, "minItems": 1}, _RCODE_SCHEMA]}
+        ),
+    ] = Field(
+        default=("NOERROR",),
+        description="the response codes that pass (NOERROR, NXDOMAIN, SERVFAIL, REFUSED, ...), "
+        "or one of them; default NOERROR",
+    )
+    answers_contain: Annotated[
+        tuple[Annotated[str, Field(min_length=1, max_length=1000)], ...],
+        BeforeValidator(one_or_more),
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {
+                        "type": "array",
+                        "items": {"type": "string", "minLength": 1, "maxLength": 1000},
+                    },
+                    {"type": "string", "minLength": 1, "maxLength": 1000},
+                ]
+            }
+        ),
+    ] = Field(
+        default=(),
+        description="each must be found in a record of the answer section: the record's data "
+        "or a run of its words (192.0.2.1, 10 mail.example.com, mail.example.com; names "
+        "case-insensitive, a final dot optional), for TXT a part of its text",
+    )
+    min_answers: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="at least this many records of the asked type in the answer; default 1 "
+        "for a NOERROR answer (an empty one is a broken zone), 0 for other response codes",
+    )
+
+
+class DNS(Strict):
+    """What a dns:// target asks its resolver, and how."""
+
+    name: Annotated[str | None, AfterValidator(_dns_name)] = Field(
+        default=None,
+        description="required on dns:// targets: the name to ask for (for PTR, an IP address "
+        "asks for its reverse name)",
+    )
+    type: DnsType = Field(default="A", description="the record type to ask for; default A")
+    transport: Literal["udp", "tcp"] = Field(
+        default="udp",
+        description="udp (a truncated answer is asked again over tcp) or tcp; default udp",
+    )
+    expect: DnsExpect = Field(default_factory=DnsExpect)
