@@ -1,12 +1,14 @@
 """Probes: how a target is checked, one module per type, picked by the URL's scheme.
 
 :func:`monitor.checktypes.type_of` maps a scheme to a type (``http`` and ``https`` to http,
-``tcp`` to tcp, ``tls`` to tls); :class:`monitor.checks.Checker` runs the type's probe under
-its one semaphore, so every check counts in ``in_flight`` and waits its turn alike. HTTP's
-probe is still the Checker's own code in :mod:`monitor.checks`; the others live here:
+``tcp`` to tcp, ``tls`` to tls, ``icmp`` to icmp); :class:`monitor.checks.Checker` runs the
+type's probe under its one semaphore, so every check counts in ``in_flight`` and waits its
+turn alike. HTTP's probe is still the Checker's own code in :mod:`monitor.checks`; the
+others live here:
 
 - :mod:`~monitor.probes.tcp`: tcp://host:port, optionally STARTTLS (smtp, imap, pop3);
 - :mod:`~monitor.probes.tls`: tls://host:port;
+- :mod:`~monitor.probes.icmp`: icmp://host, echo requests (ping);
 - :mod:`~monitor.probes.stream`: what those two share (connect, TLS, send and expect);
 - :mod:`~monitor.probes.starttls`: the STARTTLS exchanges;
 - :mod:`~monitor.probes.base`: the result and its reasons, the :class:`Probe` protocol,
@@ -25,8 +27,9 @@ the ``type`` label), logs, alerting and ``uptime-monitor check`` then handle it 
 from __future__ import annotations
 
 from monitor.probes.base import Probe
+from monitor.probes.icmp import IcmpProbe
 from monitor.probes.tcp import TcpProbe
 from monitor.probes.tls import TlsProbe
 
 # Every type but http, whose probe is the Checker itself (monitor.checks).
-PROBES: dict[str, type[Probe]] = {"tcp": TcpProbe, "tls": TlsProbe}
+PROBES: dict[str, type[Probe]] = {"tcp": TcpProbe, "tls": TlsProbe, "icmp": IcmpProbe}
