@@ -13,7 +13,7 @@ from ruamel.yaml import YAML
 
 from monitor.config import TLS, Alerts, Expect, MonitorFile, Notifier, Target, json_schema
 from monitor.loader import ConfigError, load_config, parse_config
-from monitor.probeoptions import TCP
+from monitor.probeoptions import ICMP, TCP
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = ROOT / "config" / "monitor.schema.json"
@@ -30,6 +30,7 @@ SHOWN_MODELS: tuple[type[BaseModel], ...] = (
     TCP,
     Alerts,
     *NOTIFIER_MODELS,
+    ICMP,
 )
 EXPLAINED_MODELS: tuple[type[BaseModel], ...] = (
     Target,
@@ -38,6 +39,7 @@ EXPLAINED_MODELS: tuple[type[BaseModel], ...] = (
     TCP,
     Alerts,
     *NOTIFIER_MODELS,
+    ICMP,
 )
 # The secrets the example's commented-out notifiers read from the environment.
 SECRETS = {
@@ -182,6 +184,7 @@ class TestExamples:
             ("redis", None),
             ("mail-submission", None),
             ("ldaps", None),
+            ("gateway", None),
         ]
 
     def test_commented_out_notifiers_are_valid_too(self) -> None:
