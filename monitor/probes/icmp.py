@@ -13,8 +13,8 @@ check's duration, which includes the sending interval.
 
 Sockets are icmplib's. ICMP datagram sockets ("unprivileged": the kernel matches replies to
 each socket) are used where the system lets this process's group have them
-(``net.ipv4.ping_group_range``; systemd opens it to every group, as do Docker and Podman
-in containers); raw sockets otherwise (root or CAP_NET_RAW). The kind that works is found
+(``net.ipv4.ping_group_range``; systemd opens it to every group, as Docker does in its
+containers); raw sockets otherwise (root or CAP_NET_RAW). The kind that works is found
 at the first check of each family, kept, and logged once (``icmp_sockets``); if neither
 opens, the check is reason ``error`` with what to allow, and the next one tries again.
 """
