@@ -33,6 +33,16 @@ class Namespace:
         """Set one of the namespace's own sysctls (net.* ones are per namespace)."""
         self.run("sysctl", "-q", "-w", f"{key}={value}")
 
+    @contextmanager
+    def unreachable(self) -> Iterator[None]:
+        """On this side, a route that makes ``peer`` unreachable: sending to it fails."""
+        _run("ip", "route", "add", "unreachable", f"{self.peer}/32")
+        try:
+            yield
+        finally:
+            route = ["ip", "route", "del", "unreachable", f"{self.peer}/32"]
+            subprocess.run(route, capture_output=True, check=False)
+
     def command(self, *args: str) -> list[str]:
         """``args`` as a command line that runs inside the namespace."""
         return ["ip", "netns", "exec", self.name, *args]

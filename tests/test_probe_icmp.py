@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from endpoints import rendered
 from icmplib import ICMPSocketError
 from netns import Namespace, echo_requests, namespace
+from prometheus_client import CollectorRegistry
 
 from monitor.checks import Checker, CheckResult
 from monitor.config import Target
@@ -97,14 +99,14 @@ class TestLoopback:
         assert [(r.reason, r.loss_ratio) for r in results] == [
             ("ok", 0.0),
             ("ok", 0.0),
-            ("dns", None),
+            ("dns", 1.0),
         ]
 
     async def test_dns(self, checker: Checker) -> None:
-        """A name under .invalid never resolves: reason dns with the resolver's words, and no
-        loss ratio (nothing was sent)."""
+        """A name under .invalid never resolves: reason dns with the resolver's words, and a
+        loss ratio of 1 (none of the requests was answered: none could be sent)."""
         result = await checker.check(target("icmp://no-such-host.invalid", timeout="5s"))
-        assert (result.ok, result.reason, result.loss_ratio) == (False, "dns", None)
+        assert (result.ok, result.reason, result.loss_ratio) == (False, "dns", 1.0)
         assert result.phases_s == {"rtt": 0.0}
         assert re.fullmatch(r"cannot resolve no-such-host\.invalid: [^\n]+", result.error)
 
@@ -144,12 +146,10 @@ class TestLoopback:
 
 class TestJudging:
     @staticmethod
-    def _echoes(count: int, answered: int, *causes: str) -> Echoes:
+    def _echoes(count: int, answered: int) -> Echoes:
         echoes = Echoes(count)
         for sequence in range(answered):
             echoes.rtts_s[sequence] = 0.002 * (sequence + 1)
-        for cause in causes:
-            echoes.fail(None, cause)
         return echoes
 
     @pytest.mark.parametrize(
@@ -176,7 +176,8 @@ class TestJudging:
 
     def test_causes_are_named_once_each(self) -> None:
         """Why requests were lost (an ICMP error, a failed send) is named, each cause once."""
-        echoes = self._echoes(3, 0, "not sent: Network is unreachable")
+        echoes = self._echoes(3, 0)
+        echoes.fail(0, "not sent: Network is unreachable")
         echoes.fail(1, "destination host unreachable")
         echoes.fail(2, "destination host unreachable")
         assert icmp._judge(target("icmp://h"), echoes, "h.example (192.0.2.1)") == (
@@ -251,7 +252,7 @@ class TestClassify:
 
 
 class TestMetrics:
-    def test_loss_ratio_gauge_for_icmp_targets_only(self) -> None:
+    async def test_loss_ratio_gauge_for_icmp_targets_only(self) -> None:
         """monitor_icmp_packet_loss_ratio: the last loss ratio of each icmp target, with
         target and location; none for another type, none before a check, and a check of
         reason error (nothing measured) keeps the last value."""
@@ -266,7 +267,7 @@ class TestMetrics:
         metrics.observe(CheckResult("gw", False, "loss", 0, 1.0, 0.0, loss_ratio=2 / 3))
         metrics.observe(CheckResult("gw", False, "error", 0, 0.0, 0.0, error="x"))
         metrics.observe(CheckResult("web", True, "ok", 0, 0.01, 0.0))
-        text = metrics_text(metrics)
+        text = await rendered(metrics, CollectorRegistry())
         lines = [line for line in text.splitlines() if "icmp_packet_loss" in line]
         assert lines == [
             "# HELP monitor_icmp_packet_loss_ratio icmp targets: the share of the last "
@@ -275,13 +276,6 @@ class TestMetrics:
             f'monitor_icmp_packet_loss_ratio{{target="gw",location="eu"}} {2 / 3!r}',
         ]
         assert 'monitor_check_phase_seconds{target="gw",location="eu",phase="rtt"} 0.0' in text
-
-
-def metrics_text(metrics: Metrics) -> str:
-    """The per-target part of the exposition, rendered as a scrape would."""
-    from prometheus_client import CollectorRegistry
-
-    return "".join(part for part in metrics._pieces(CollectorRegistry()) if part is not None)
 
 
 class TestConfig:
@@ -454,29 +448,29 @@ targets:
 
 
 @pytest.fixture
-def dropping() -> Iterator[Namespace]:
+def ns() -> Iterator[Namespace]:
     with namespace() as ns:
         yield ns
 
 
 @pytest.mark.slow
 class TestLoss:
-    async def test_all_dropped_is_loss(self, checker: Checker, dropping: Namespace) -> None:
+    async def test_all_dropped_is_loss(self, checker: Checker, ns: Namespace) -> None:
         """A host that drops every echo request: reason loss (not timeout), loss ratio 1.0,
         rtt 0, after waiting the whole timeout for replies."""
-        dropping.nft(echo_requests("drop"))
-        result = await checker.check(target(f"icmp://{dropping.peer}", timeout="1s"))
+        ns.nft(echo_requests("drop"))
+        result = await checker.check(target(f"icmp://{ns.peer}", timeout="1s"))
         assert (result.ok, result.reason, result.loss_ratio) == (False, "loss", 1.0)
-        assert result.error == f"all 3 echo requests to {dropping.peer} lost"
+        assert result.error == f"all 3 echo requests to {ns.peer} lost"
         assert result.phases_s == {"rtt": 0.0}
         assert 1.0 <= result.duration_s < 1.5
 
-    async def test_every_other_dropped(self, checker: Checker, dropping: Namespace) -> None:
+    async def test_every_other_dropped(self, checker: Checker, ns: Namespace) -> None:
         """nft drops exactly every other echo request (numgen inc mod 2): loss 0.5 of 4 is
         within the default max_loss (ok, with the mean rtt of the two replies), and is
         reason loss under max_loss 0.25."""
-        dropping.nft(echo_requests("numgen inc mod 2 == 1 drop"))
-        url = f"icmp://{dropping.peer}"
+        ns.nft(echo_requests("numgen inc mod 2 == 1 drop"))
+        url = f"icmp://{ns.peer}"
         half = await checker.check(target(url, timeout="2s", icmp={"count": 4}))
         assert (half.ok, half.reason, half.loss_ratio, half.error) == (True, "ok", 0.5, "")
         assert half.phases_s["rtt"] > 0
@@ -485,23 +479,32 @@ class TestLoss:
         )
         assert (strict.reason, strict.loss_ratio) == ("loss", 0.5)
         assert strict.error == (
-            f"2 of 4 echo requests to {dropping.peer} lost (50%), more than max_loss 0.25"
+            f"2 of 4 echo requests to {ns.peer} lost (50%), more than max_loss 0.25"
         )
 
-    async def test_refused_is_loss_with_its_cause(
-        self, checker: Checker, dropping: Namespace
-    ) -> None:
+    async def test_refused_is_loss_with_its_cause(self, checker: Checker, ns: Namespace) -> None:
         """A host that answers echo requests with host-unreachable: reason loss, ratio 1.0.
         A raw socket reads the ICMP error, names it and stops waiting; a datagram socket
         (which Linux does not tell of ICMP errors) waits out the timeout."""
-        dropping.nft(echo_requests("reject with icmpx type host-unreachable"))
-        result = await checker.check(target(f"icmp://{dropping.peer}", timeout="2s"))
+        ns.nft(echo_requests("reject with icmpx type host-unreachable"))
+        result = await checker.check(target(f"icmp://{ns.peer}", timeout="2s"))
         assert (result.reason, result.loss_ratio) == ("loss", 1.0)
         if icmp._raw_sockets[socket.AF_INET]:
             assert result.error == (
-                f"all 3 echo requests to {dropping.peer} lost (destination host unreachable)"
+                f"all 3 echo requests to {ns.peer} lost (destination host unreachable)"
             )
             assert result.duration_s < 1.0
         else:
-            assert result.error == f"all 3 echo requests to {dropping.peer} lost"
+            assert result.error == f"all 3 echo requests to {ns.peer} lost"
             assert result.duration_s >= 2.0
+
+    async def test_unsendable_is_loss_with_its_cause(self, checker: Checker, ns: Namespace) -> None:
+        """A request the system refuses to send (an unreachable route to the host) is lost
+        at once, and the error says why: reason loss, ratio 1.0, no waiting for replies."""
+        with ns.unreachable():
+            result = await checker.check(target(f"icmp://{ns.peer}", timeout="2s"))
+        assert (result.reason, result.loss_ratio) == ("loss", 1.0)
+        assert result.error == (
+            f"all 3 echo requests to {ns.peer} lost (not sent: No route to host)"
+        )
+        assert result.duration_s < 1.0

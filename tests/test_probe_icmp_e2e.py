@@ -1,14 +1,14 @@
 """icmp:// targets end to end: the daemon as a process (checks, the socket kind it logs,
-metrics with promtool's verdict, the state machine, a webhook's DOWN with reason loss and
-its RESOLVED), `uptime-monitor check`, and both kinds of socket as an ordinary user: a
-datagram socket where ping_group_range allows it, reason error saying what to allow where
-nothing does. Hosts that drop echo requests live in network namespaces (root only)."""
+metrics, the state machine, a webhook's DOWN with reason loss and its RESOLVED; promtool's
+verdict on an icmp exposition is in test_metrics), `uptime-monitor check`, and both kinds of
+socket as an ordinary user: a datagram socket where ping_group_range allows it, reason error
+saying what to allow where nothing does. Hosts that drop echo requests live in network
+namespaces (root only)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import socket
 import stat
@@ -85,7 +85,7 @@ async def test_the_daemon_checks_icmp_targets(
 ) -> None:
     """Loopback is up and exported with loss 0; the namespace that drops echo requests is
     DOWN with reason loss after the threshold (webhook), loss ratio 1, then RESOLVED once
-    it answers; the socket kind is logged once; promtool accepts the exposition."""
+    it answers; the socket kind is logged once."""
     hook_url, inbox = hook
     async with run_daemon(_config(tmp_path, far, hook_url)) as daemon:
         await daemon.wait_for(lambda e: e.get("event") == "state_change" and e["to"] == "up")
@@ -126,21 +126,6 @@ async def test_the_daemon_checks_icmp_targets(
                 "team": "net",
             },
         ]
-        promtool = shutil.which("promtool")
-        if promtool is None and os.environ.get("CI"):
-            pytest.fail("promtool is missing: `make test` installs the Debian package prometheus")
-        if promtool is not None:
-            check_metrics = await asyncio.create_subprocess_exec(
-                promtool,
-                "check",
-                "metrics",
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-            )
-            out, _ = await check_metrics.communicate(text.encode())
-            assert (check_metrics.returncode, out) == (0, b"")
-
         far.nft("")  # it answers again
         await inbox.wait_for(2)
         resolved = inbox.received[1]

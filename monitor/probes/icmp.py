@@ -5,9 +5,10 @@ and pings its first address: ``icmp.count`` echo requests of ``icmp.payload_byte
 ``icmp.interval`` apart, each awaited until the target's timeout ends (the config makes
 every one wait at least half of it). The share left unanswered is the loss ratio
 (``CheckResult.loss_ratio``, exported as ``monitor_icmp_packet_loss_ratio``): more than
-``expect.max_loss`` is reason ``loss``, and all of them lost always is. An ICMP error in
-answer (destination unreachable, time exceeded) or a request the system could not send
-counts as lost, and the error says so. The one phase, ``rtt``, is the mean round-trip time
+``expect.max_loss`` is reason ``loss``, and all of them lost always is. A request the
+system could not send counts as lost, and so does one answered with an ICMP error
+(destination unreachable, time exceeded: raw sockets read those, Linux keeps them from
+datagram sockets); the error says why. The one phase, ``rtt``, is the mean round-trip time
 of the replies; ``expect.max_latency`` and ``warn_latency`` judge it rather than the
 check's duration, which includes the sending interval.
 
@@ -22,7 +23,6 @@ opens, the check is reason ``error`` with what to allow, and the next one tries 
 from __future__ import annotations
 
 import asyncio
-import errno
 import ipaddress
 import os
 import socket
@@ -55,17 +55,6 @@ ICMP_PHASES = ("rtt",)
 _ECHO_REPLY = {socket.AF_INET: 0, socket.AF_INET6: 129}
 # A receive is bounded by the check's deadline; icmplib wants a number all the same.
 _RECEIVE_S = 3600.0
-# What a datagram socket's receive reports for an ICMP error about one of its requests:
-# the network's answer (the request is lost), not a fault of the socket.
-_NETWORK_SAID = {
-    errno.EHOSTUNREACH,
-    errno.ENETUNREACH,
-    errno.ECONNREFUSED,
-    errno.EHOSTDOWN,
-    errno.EMSGSIZE,
-    errno.EACCES,
-    errno.EPROTO,
-}
 _PING_GROUP_RANGE = Path("/proc/sys/net/ipv4/ping_group_range")
 _FAMILY_NAME = {socket.AF_INET: "ipv4", socket.AF_INET6: "ipv6"}
 
@@ -90,9 +79,8 @@ class Echoes:
         self.causes: list[str] = []  # why requests were lost, each said once
         self.all_sent = False
 
-    def fail(self, sequence: int | None, cause: str) -> None:
-        if sequence is not None:
-            self.failed[sequence] = cause
+    def fail(self, sequence: int, cause: str) -> None:
+        self.failed[sequence] = cause
         if cause not in self.causes:
             self.causes.append(cause)
 
@@ -149,7 +137,9 @@ class IcmpProbe:
             started_at=started_at,
             phases_s={"rtt": echoes.mean_rtt_s},
             error=error,
-            loss_ratio=echoes.loss_ratio if reason not in ("dns", "timeout", "error") else None,
+            # A name that does not resolve has none of its requests answered: 1. The monitor's
+            # own failure measures nothing: None, and the metric keeps its last value.
+            loss_ratio=None if reason == "error" else echoes.loss_ratio,
         )
 
 
@@ -202,16 +192,9 @@ async def _ping(address: str, target: Target, echoes: Echoes) -> None:
 async def _receive(sock: Any, family: socket.AddressFamily, echoes: Echoes) -> None:
     """Take the replies to this check's requests until every request is settled."""
     while not echoes.settled():
-        try:
-            reply = await sock.receive(None, _RECEIVE_S)
-        except ICMPSocketError as exc:
-            cause = exc.__context__
-            if isinstance(cause, OSError) and cause.errno in _NETWORK_SAID:
-                # A datagram socket's word for an ICMP error: which request it was about is
-                # not said, so that one stays unanswered.
-                echoes.fail(None, os.strerror(cause.errno))
-                continue
-            raise
+        # An unconnected datagram socket is not told of ICMP errors (Linux's ping_err): what
+        # fails here is the socket itself, and the check is reason error.
+        reply = await sock.receive(None, _RECEIVE_S)
         request = echoes.requests.get(reply.sequence)
         if request is None or reply.id != request.id:
             continue  # another check's (a raw socket sees all), or our own request
