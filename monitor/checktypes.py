@@ -10,11 +10,12 @@ invalid.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
-ProbeType = Literal["http", "tcp", "tls", "dns"]
+ProbeType = Literal["http", "tcp", "tls", "dns", "icmp"]
 # Schemes are case-insensitive, as RFC 3986 says.
 _TYPE_OF_SCHEME: dict[str, ProbeType] = {
     "http": "http",
@@ -22,12 +23,14 @@ _TYPE_OF_SCHEME: dict[str, ProbeType] = {
     "tcp": "tcp",
     "tls": "tls",
     "dns": "dns",
+    "icmp": "icmp",
 }
 _SCHEMES_OF_TYPE: dict[ProbeType, str] = {
     "http": "http(s)://",
     "tcp": "tcp://",
     "tls": "tls://",
     "dns": "dns://",
+    "icmp": "icmp://",
 }
 _STREAM_URL = re.compile(r"(?i)^(tcp|tls)://(.*)$")
 _HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[^:/?#@\s\[\]]+)(:\d{1,5})?$")
@@ -48,6 +51,8 @@ OPTIONS_OF_TYPES: dict[tuple[str, ...], tuple[ProbeType, ...]] = {
     ("tcp",): ("tcp", "tls"),
     ("tcp", "starttls"): ("tcp",),  # a tls:// target speaks TLS from the start
     ("dns",): ("dns",),
+    ("icmp",): ("icmp",),
+    ("expect", "max_loss"): ("icmp",),
 }
 
 
@@ -131,3 +136,26 @@ def without_options(data: dict[str, Any], paths: list[tuple[str, ...]]) -> dict[
         else:
             node.pop(path[-1], None)
     return out
+
+
+_ICMP_URL = re.compile(r"(?i)^icmp://(.*)$")
+_HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[^:/?#@\s\[\]]+)$")
+
+
+def check_icmp_url(value: str) -> str | None:
+    """An icmp:// URL, checked: a host (a name or an IP address, IPv6 in brackets) and
+    nothing else; None for another scheme. ValueError says what is wrong."""
+    icmp = _ICMP_URL.match(value.strip())
+    if icmp is None:
+        return None
+    if _HOST.match(icmp.group(1)) is None:
+        msg = f"{value!r}: an icmp:// URL is a host only, without a port or a path (icmp://host)"
+        raise ValueError(msg)
+    host = icmp.group(1)
+    if host.startswith("["):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            msg = f"{value!r}: {host} is not an IPv6 address"
+            raise ValueError(msg) from None
+    return value.strip()

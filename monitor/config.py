@@ -26,6 +26,7 @@ from pydantic import (
 from monitor.checktypes import (
     ProbeType,
     check_dns_url,
+    check_icmp_url,
     check_stream_url,
     foreign_options,
     type_of,
@@ -47,7 +48,7 @@ from monitor.configvalues import (
     one_or_more,
     parse_duration,
 )
-from monitor.probeoptions import DNS, TCP
+from monitor.probeoptions import DNS, ICMP, TCP, icmp_fits
 from monitor.redaction import safe_url
 from monitor.tlsfiles import check_client_certificate
 
@@ -92,6 +93,13 @@ class Expect(Strict):
         default=None,
         alias="warn_latency",
         description="a slower answer passes but makes the target degraded (a warning)",
+    )
+    max_loss: float = Field(
+        default=0.5,
+        ge=0,
+        lt=1,
+        description="icmp:// only: the largest share of echo requests that may go unanswered, "
+        "a ratio from 0 to below 1 (default 0.5: at most half); more is reason loss",
     )
 
     def status_ok(self, status: int) -> bool:
@@ -184,10 +192,10 @@ class Alerts(Strict):
 
 def _check_target_url(value: str) -> str:
     """http(s) as for notifiers; tcp:// and tls:// are a host and a port, nothing else;
-    dns:// a resolver and an optional port."""
+    dns:// a resolver and an optional port; icmp:// a host alone."""
     # An http(s) URL's problems name http(s) alone, as before tcp:// and tls:// (tests and
     # scripts match the words); the README's table lists every scheme.
-    stream = check_stream_url(value) or check_dns_url(value)
+    stream = check_stream_url(value) or check_dns_url(value) or check_icmp_url(value)
     return check_url(value) if stream is None else stream
 
 
@@ -230,6 +238,7 @@ class TargetOptions(Strict):
     expect: Expect = Field(default_factory=Expect)
     tls: TLS = Field(default_factory=TLS)
     tcp: TCP = Field(default_factory=TCP)
+    icmp: ICMP = Field(default_factory=ICMP)
     alerts: Alerts = Field(default_factory=Alerts)
     labels: dict[LabelName, str] = Field(
         default_factory=dict, description="static labels, exported on monitor_target_info"
@@ -248,7 +257,7 @@ class Target(TargetOptions):
     name: Name = Field(description="unique; letters, digits, _ . -")
     url: Annotated[str, AfterValidator(_check_target_url)] = Field(
         description="http:// or https:// URL, or tcp://host:port or tls://host:port, or "
-        "dns://resolver[:port]"
+        "dns://resolver[:port], or icmp://host"
     )
 
     @model_validator(mode="before")
@@ -286,7 +295,7 @@ class Target(TargetOptions):
         if kind is None:
             return self
         set_keys: dict[str, Any] = dict.fromkeys(self.model_fields_set)
-        for block in ("expect", "tcp"):
+        for block in ("expect", "tcp", "icmp"):
             if block in set_keys:
                 set_keys[block] = dict.fromkeys(getattr(self, block).model_fields_set)
         foreign = foreign_options(kind, set_keys)
@@ -317,6 +326,16 @@ class Target(TargetOptions):
         if str(version) != self.ip_version:
             msg = f"ip_version is {self.ip_version} but the URL's host is an IPv{version} address"
             raise ValueError(msg)
+        return self
+
+    @model_validator(mode="after")
+    def _echo_requests_fit_the_timeout(self) -> Target:
+        """An icmp:// target's echo requests, sent ``icmp.interval`` apart, leave each at
+        least half the timeout to be answered."""
+        if self.type == "icmp":
+            problem = icmp_fits(self.icmp, self.timeout_s)
+            if problem is not None:
+                raise ValueError(problem)
         return self
 
     @property
@@ -429,7 +448,7 @@ class MonitorFile(Strict):
 
 
 # Keys whose mappings merge key by key from ``defaults`` into a target.
-MERGED_MAPPINGS = ("headers", "expect", "tls", "tcp", "labels", "alerts", "dns")
+MERGED_MAPPINGS = ("headers", "expect", "tls", "tcp", "labels", "alerts", "dns", "icmp")
 
 
 def json_schema() -> dict[str, Any]:

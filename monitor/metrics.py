@@ -63,6 +63,7 @@ class _TargetStats:
         "info_labels",
         "label",
         "last_check_ts",
+        "loss_ratio",
         "phase_names",
         "phases",
         "state",
@@ -83,6 +84,7 @@ class _TargetStats:
         self.last_check_ts: float | None = None
         self.state: str = "unknown"
         self.changes: dict[str, int] = {}
+        self.loss_ratio: float | None = None  # icmp targets only
 
     def set_info(self, info: dict[str, str]) -> None:
         """The target's static labels, and their text rendered once for every scrape."""
@@ -129,6 +131,8 @@ class Metrics:
         stats.last_check_ts = result.started_at + result.duration_s
         if result.tls_expiry_ts is not None:
             stats.tls_expiry_ts = result.tls_expiry_ts
+        if result.loss_ratio is not None:
+            stats.loss_ratio = result.loss_ratio
 
     def set_fleet_incidents(self, incidents: dict[str, str]) -> None:
         """In a fleet: its open incidents (target → state), whichever instance opened them.
@@ -277,6 +281,11 @@ def _target_families(
     def info(s: _TargetStats) -> str:
         return f"monitor_target_info{{{s.info_labels}}} 1.0\n"
 
+    def loss(s: _TargetStats) -> str:
+        if s.loss_ratio is None:
+            return ""
+        return f"monitor_icmp_packet_loss_ratio{{{s.label}}} {_num(s.loss_ratio)}\n"
+
     return [
         (_header("monitor_up", "gauge", "1 if the last check passed, else 0"), up),
         (_header("monitor_check_duration_seconds", "histogram", "Total time of a check"), duration),
@@ -332,5 +341,13 @@ def _target_families(
         (
             _header("monitor_target_info", "gauge", "Static facts about each configured target"),
             info,
+        ),
+        (
+            _header(
+                "monitor_icmp_packet_loss_ratio",
+                "gauge",
+                "icmp targets: the share of the last check's echo requests not answered (0-1)",
+            ),
+            loss,
         ),
     ]

@@ -62,8 +62,10 @@ class Observation:
         if not result.ok:
             return cls("down", result.reason, result.error, at)
         warn_s = target.expect.warn_latency_s
-        if warn_s is not None and result.duration_s > warn_s:
-            error = f"slower than warn_latency {warn_s:g}s ({result.duration_s:.3f}s)"
+        # icmp: the mean round-trip time; its check's duration includes the sending interval.
+        took_s = result.phases_s.get("rtt", 0.0) if target.type == "icmp" else result.duration_s
+        if warn_s is not None and took_s > warn_s:
+            error = f"slower than warn_latency {warn_s:g}s ({took_s:.3f}s)"
             return cls("degraded", "latency", error, at)
         expiry = result.tls_expiry_ts
         if expiry is not None and expiry - at < target.tls.expiry_warning_s:

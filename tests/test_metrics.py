@@ -245,10 +245,12 @@ def promtool() -> str:
 
 
 def test_promtool_accepts_the_exposition(promtool: str) -> None:
-    """`promtool check metrics` finds no problem in a realistic exposition, with HTTP, tcp
-    and tls targets (whose info series have other labels, and other phases)."""
+    """`promtool check metrics` finds no problem in a realistic exposition, with HTTP, tcp,
+    tls and icmp targets (whose info series have other labels, and other phases; icmp's
+    packet loss ratio)."""
     metrics = Metrics((0.1, 0.5, 1.0))
-    metrics.set_targets([API, WEB, DB, LDAP, Target(name="idle", url="http://127.0.0.1:1/")])
+    idle = Target(name="idle", url="http://127.0.0.1:1/")
+    metrics.set_targets([API, WEB, DB, LDAP, idle, Target(name="gw", url="icmp://127.0.0.1")])
     scheduler = Scheduler(Checker(10).check, lambda _t, _r, _l: False)
     registry = process_registry(
         CheckerCollector(Checker(10)),
@@ -261,6 +263,9 @@ def test_promtool_accepts_the_exposition(promtool: str) -> None:
     metrics.observe(_result("web", ok=False, reason="status", status=503, duration_s=3))
     metrics.observe(_result("db", ok=False, reason="response", status=0, phases=STREAM_PHASES))
     metrics.observe(_result("ldap", status=0, phases=STREAM_PHASES, expiry=2e9))
+    metrics.observe(
+        CheckResult("gw", False, "loss", 0, 1.0, time.time(), {"rtt": 0.01}, loss_ratio=2 / 3)
+    )
     scheduler.lateness.observe(0.002)
     text = _render(metrics, registry)
     result = subprocess.run(
@@ -269,6 +274,7 @@ def test_promtool_accepts_the_exposition(promtool: str) -> None:
     assert (result.returncode, result.stdout, result.stderr) == (0, b"", b""), (
         result.stdout.decode() + result.stderr.decode()
     )
+    assert b'monitor_icmp_packet_loss_ratio{target="gw",location="default"} 0.66' in text
     lateness = {
         (s.name, s.labels.get("le")): s.value
         for family in text_string_to_metric_families(text.decode())
@@ -319,9 +325,9 @@ class TestRenderer:
         pieces = [piece async for piece in metrics.stream(registry)]
         done = True
         await task
-        # 11 per-target families of 2,000 targets in chunks of 500: the loop ran 44 times
-        # between pieces, not once after the whole render; the registry's families are the 45th.
-        assert (ticks, len(pieces)) == (44, 45)
+        # 12 per-target families of 2,000 targets in chunks of 500: the loop ran 48 times
+        # between pieces, not once after the whole render; the registry's families are the 49th.
+        assert (ticks, len(pieces)) == (48, 49)
 
 
 class TestFleet:

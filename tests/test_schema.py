@@ -13,7 +13,7 @@ from ruamel.yaml import YAML
 
 from monitor.config import TLS, Alerts, Expect, MonitorFile, Notifier, Target, json_schema
 from monitor.loader import ConfigError, load_config, parse_config
-from monitor.probeoptions import DNS, TCP, DnsExpect
+from monitor.probeoptions import DNS, ICMP, TCP, DnsExpect
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = ROOT / "config" / "monitor.schema.json"
@@ -32,6 +32,7 @@ SHOWN_MODELS: tuple[type[BaseModel], ...] = (
     *NOTIFIER_MODELS,
     DNS,
     DnsExpect,
+    ICMP,
 )
 EXPLAINED_MODELS: tuple[type[BaseModel], ...] = (
     Target,
@@ -42,6 +43,7 @@ EXPLAINED_MODELS: tuple[type[BaseModel], ...] = (
     *NOTIFIER_MODELS,
     DNS,
     DnsExpect,
+    ICMP,
 )
 # The secrets the example's commented-out notifiers read from the environment.
 SECRETS = {
@@ -187,6 +189,7 @@ class TestExamples:
             ("mail-submission", None),
             ("ldaps", None),
             ("resolver", None),
+            ("gateway", None),
         ]
 
     def test_commented_out_notifiers_are_valid_too(self) -> None:

@@ -1,7 +1,7 @@
 """Probes: how a target is checked, one module per type, picked by the URL's scheme.
 
 :func:`monitor.checktypes.type_of` maps a scheme to a type (``http`` and ``https`` to http,
-``tcp`` to tcp, ``tls`` to tls); :class:`monitor.checks.Checker` runs the type's probe under
+the others to their own name); :class:`monitor.checks.Checker` runs the type's probe under
 its one semaphore, so every check counts in ``in_flight`` and waits its turn alike. HTTP's
 probe is still the Checker's own code in :mod:`monitor.checks`; the others live here:
 
@@ -9,6 +9,7 @@ probe is still the Checker's own code in :mod:`monitor.checks`; the others live 
 - :mod:`~monitor.probes.tls`: tls://host:port;
 - :mod:`~monitor.probes.dns`: dns://resolver[:port], a query (dnspython, in
   :mod:`~monitor.probes.dnscheck`, imported at the first dns:// check);
+- :mod:`~monitor.probes.icmp`: icmp://host, echo requests (ping);
 - :mod:`~monitor.probes.stream`: what those two share (connect, TLS, send and expect);
 - :mod:`~monitor.probes.starttls`: the STARTTLS exchanges;
 - :mod:`~monitor.probes.base`: the result and its reasons, the :class:`Probe` protocol,
@@ -28,8 +29,14 @@ from __future__ import annotations
 
 from monitor.probes.base import Probe
 from monitor.probes.dns import DnsProbe
+from monitor.probes.icmp import IcmpProbe
 from monitor.probes.tcp import TcpProbe
 from monitor.probes.tls import TlsProbe
 
 # Every type but http, whose probe is the Checker itself (monitor.checks).
-PROBES: dict[str, type[Probe]] = {"tcp": TcpProbe, "tls": TlsProbe, "dns": DnsProbe}
+PROBES: dict[str, type[Probe]] = {
+    "tcp": TcpProbe,
+    "tls": TlsProbe,
+    "dns": DnsProbe,
+    "icmp": IcmpProbe,
+}

@@ -32,6 +32,7 @@ Reason = Literal[
     "response",
     "latency",
     "error",
+    "loss",
 ]
 
 
@@ -49,6 +50,7 @@ class CheckResult:
     phases_s: dict[str, float] = field(default_factory=dict)
     tls_expiry_ts: float | None = None  # leaf certificate notAfter, Unix seconds
     error: str = ""
+    loss_ratio: float | None = None  # icmp: the share of echo requests not answered, 0-1
 
 
 class Probe(Protocol):
