@@ -23,7 +23,13 @@ from pydantic import (
     model_validator,
 )
 
-from monitor.checktypes import ProbeType, check_stream_url, foreign_options, type_of
+from monitor.checktypes import (
+    ProbeType,
+    check_stream_url,
+    foreign_options,
+    type_of,
+    unsupported_scheme,
+)
 from monitor.configvalues import (
     MAX_REGEX_CHARS,
     MAX_REGEX_REPEAT,
@@ -179,7 +185,12 @@ class Alerts(Strict):
 def _check_target_url(value: str) -> str:
     """http(s) as for notifiers; tcp:// and tls:// are a host and a port, nothing else."""
     # An http(s) URL's problems name http(s) alone, as before tcp:// and tls:// (tests and
-    # scripts match the words); the README's table lists every scheme.
+    # scripts match the words); the README's table lists every scheme, and so does the
+    # message for a scheme none has.
+    wrong_scheme = unsupported_scheme(value)
+    if wrong_scheme is not None:
+        msg = f"{value!r}: {wrong_scheme}"
+        raise ValueError(msg)
     stream = check_stream_url(value)
     return check_url(value) if stream is None else stream
 
