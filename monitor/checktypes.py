@@ -41,6 +41,8 @@ OPTIONS_OF_TYPES: dict[tuple[str, ...], tuple[ProbeType, ...]] = {
     ("expect", "allow_http_redirect"): ("http",),
     ("tcp",): ("tcp", "tls"),
     ("tcp", "starttls"): ("tcp",),  # a tls:// target speaks TLS from the start
+    ("expect", "json"): ("http",),
+    ("expect", "headers"): ("http",),
 }
 
 

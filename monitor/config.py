@@ -47,6 +47,7 @@ from monitor.configvalues import (
     one_or_more,
     parse_duration,
 )
+from monitor.httpoptions import ExpectedHeaders, JsonAssertion
 from monitor.probeoptions import TCP
 from monitor.redaction import safe_url
 from monitor.tlsfiles import check_client_certificate
@@ -92,6 +93,17 @@ class Expect(Strict):
         default=None,
         alias="warn_latency",
         description="a slower answer passes but makes the target degraded (a warning)",
+    )
+    json_assertions: tuple[JsonAssertion, ...] = Field(
+        default=(),
+        alias="json",
+        description="assertions on a JSON body (read up to max_body_bytes): each a JSONPath "
+        "and one of equals, matches, exists; a body that is not JSON fails with reason body",
+    )
+    headers: ExpectedHeaders = Field(
+        default_factory=dict,
+        description="response header name (any case) -> regular expression its value must "
+        "match; missing or not matching is reason response",
     )
 
     def status_ok(self, status: int) -> bool:
@@ -290,7 +302,11 @@ class Target(TargetOptions):
         set_keys: dict[str, Any] = dict.fromkeys(self.model_fields_set)
         for block in ("expect", "tcp"):
             if block in set_keys:
-                set_keys[block] = dict.fromkeys(getattr(self, block).model_fields_set)
+                options = getattr(self, block)
+                fields = type(options).model_fields  # YAML keys: a field's alias (expect.json)
+                set_keys[block] = dict.fromkeys(
+                    fields[name].alias or name for name in options.model_fields_set
+                )
         foreign = foreign_options(kind, set_keys)
         if foreign:
             msg = "; ".join(f"{'.'.join(path)}: {why}" for path, why in foreign)

@@ -27,7 +27,7 @@ from monitor.checktypes import unsupported_scheme
 from monitor.config import Target
 from monitor.probes import httptiming
 from monitor.probes.base import CheckResult, ProbeKit, Reason, address_family, our_resources
-from monitor.probes.httpexpect import describe, judge, read_body
+from monitor.probes.httpexpect import Answer, judge, read_body
 from monitor.probes.httptiming import PHASES, Timing
 from monitor.redaction import redact, safe_url
 
@@ -100,14 +100,13 @@ class HttpProbe:
         status = 0
         try:
             async with asyncio.timeout(target.timeout_s):
-                status, body_ok = await self._request(target, timing)
-            reason = judge(target, status, body_ok, time.perf_counter() - t0)
-            error = "" if reason == "ok" else describe(target, reason, status)
+                answer = await self._request(target, timing)
+            status = answer.status
+            reason, error = judge(target, answer, time.perf_counter() - t0)
         except Exception as exc:
             reason, error = classify(exc)
             if reason in ("protocol", "too_many_redirects"):
                 status = 0  # aiohttp's 400/0 here are not the target's answer
-            error = redact(error, target.url)
         finally:
             httptiming.current.reset(token)
         duration_s = time.perf_counter() - t0
@@ -120,10 +119,10 @@ class HttpProbe:
             started_at=started_at,
             phases_s=timing.phases,
             tls_expiry_ts=self._kit.expiry(timing.cert_der),
-            error=error,
+            error=redact(error, target.url),
         )
 
-    async def _request(self, target: Target, timing: Timing) -> tuple[int, bool]:
+    async def _request(self, target: Target, timing: Timing) -> Answer:
         """Send the request and follow redirects ourselves (see :func:`_next_hop`)."""
         wrong_scheme = unsupported_scheme(target.url)
         if wrong_scheme is not None:  # a target that skipped validation
@@ -155,11 +154,11 @@ class HttpProbe:
                     ):
                         method, data = "GET", None
                     continue
-                body_ok = await read_body(response, target)
+                body, complete = await read_body(response, target)
                 timing.phases["transfer"] = time.perf_counter() - (
                     timing.t_headers or timing.t_ready
                 )
-                return response.status, body_ok
+                return Answer(response.status, response.headers, body, complete)
         raise AssertionError  # pragma: no cover - itertools.count() never ends
 
 
