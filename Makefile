@@ -26,14 +26,14 @@ run: $(RUNTIME)
 	@echo "first checks within ~10 s; then: curl -s 127.0.0.1:9834/metrics | grep ^monitor_up"
 	$(BIN)/uptime-monitor run --config $(CONFIG)
 
-# Real Prometheus, promtool, Alertmanager and amtool (Debian packages), systemd-analyze and a
-# PostgreSQL server run in the tests. As root (CI) they are installed; otherwise say what to
-# install. PostgreSQL's programs are not on PATH: tests/postgres.py finds them in
-# /usr/lib/postgresql/<version>/bin.
-DEBIAN_PACKAGES := prometheus prometheus-alertmanager systemd postgresql
+# Real Prometheus, promtool, Alertmanager and amtool (Debian packages), systemd-analyze, a
+# PostgreSQL server and tinyproxy (a forward proxy, for HTTP targets' proxy) run in the
+# tests. As root (CI) they are installed; otherwise say what to install. PostgreSQL's
+# programs are not on PATH: tests/postgres.py finds them in /usr/lib/postgresql/<version>/bin.
+DEBIAN_PACKAGES := prometheus prometheus-alertmanager systemd postgresql tinyproxy
 check-deps:
 	@missing=""; \
-	for tool in promtool prometheus prometheus-alertmanager amtool systemd-analyze; do \
+	for tool in promtool prometheus prometheus-alertmanager amtool systemd-analyze tinyproxy; do \
 	  command -v $$tool >/dev/null || missing="$$missing $$tool"; \
 	done; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \

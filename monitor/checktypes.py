@@ -43,6 +43,7 @@ OPTIONS_OF_TYPES: dict[tuple[str, ...], tuple[ProbeType, ...]] = {
     ("tcp", "starttls"): ("tcp",),  # a tls:// target speaks TLS from the start
     ("expect", "json"): ("http",),
     ("expect", "headers"): ("http",),
+    ("proxy",): ("http",),
 }
 
 

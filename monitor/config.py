@@ -47,7 +47,7 @@ from monitor.configvalues import (
     one_or_more,
     parse_duration,
 )
-from monitor.httpoptions import ExpectedHeaders, JsonAssertion
+from monitor.httpoptions import ExpectedHeaders, JsonAssertion, ProxyUrl
 from monitor.probeoptions import TCP
 from monitor.redaction import safe_url
 from monitor.tlsfiles import check_client_certificate
@@ -255,6 +255,11 @@ class TargetOptions(Strict):
         min_length=1,
         description="in a fleet: the locations that check this target; default every one",
     )
+    proxy: ProxyUrl | None = Field(
+        default=None,
+        description="HTTP: check through this HTTP proxy, http://[user:password@]host[:port] "
+        "(https targets through CONNECT); use ${VAR} for the password",
+    )
 
 
 class Target(TargetOptions):
@@ -320,12 +325,14 @@ class Target(TargetOptions):
         if self.ip_version == "any":
             return self
         try:
-            host = urlsplit(self.url).hostname
+            # Through a proxy the monitor connects to the proxy only: ip_version is its host's.
+            host = urlsplit(self.proxy or self.url).hostname
             version = ipaddress.ip_address(host or "").version
         except ValueError:
             return self  # a host name, or the URL's own problem
         if str(version) != self.ip_version:
-            msg = f"ip_version is {self.ip_version} but the URL's host is an IPv{version} address"
+            whose = "the proxy's" if self.proxy else "the URL's"
+            msg = f"ip_version is {self.ip_version} but {whose} host is an IPv{version} address"
             raise ValueError(msg)
         return self
 

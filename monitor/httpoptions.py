@@ -1,5 +1,6 @@
 """Options only HTTP targets have, beyond the request's own: ``expect.json`` (JSONPath
-assertions on a JSON body) and ``expect.headers`` (patterns for response headers).
+assertions on a JSON body), ``expect.headers`` (patterns for response headers) and
+``proxy`` (the HTTP proxy a target is checked through).
 
 JSONPath is RFC 9535's, as python-jsonpath implements it in strict mode. The library takes
 ~65 ms to import: it is imported only when a target has ``expect.json`` (``validate`` and
@@ -8,12 +9,19 @@ JSONPath is RFC 9535's, as python-jsonpath implements it in strict mode. The lib
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from typing import TYPE_CHECKING, Annotated
 
 from pydantic import AfterValidator, Field, JsonValue, model_validator
 
-from monitor.configvalues import MAX_REGEX_CHARS, HeaderName, Strict, compile_regex
+from monitor.configvalues import (
+    MAX_REGEX_CHARS,
+    HeaderName,
+    Strict,
+    check_url,
+    compile_regex,
+)
 
 if TYPE_CHECKING:
     from jsonpath import CompoundJSONPath, JSONPath, JSONPathEnvironment
@@ -22,6 +30,9 @@ if TYPE_CHECKING:
 
 # As long as a regular expression may be: a path is compiled for every target at load.
 MAX_JSONPATH_CHARS = MAX_REGEX_CHARS
+_PROXY = re.compile(
+    r"(?i)^(https?)://(?:[^@/\s]+@)?(\[[0-9A-Fa-f:.]+\]|[^:/?#@\s\[\]]+)(:\d{1,5})?/?$"
+)
 _CHOICES = ("equals", "matches", "exists")
 
 
@@ -110,3 +121,22 @@ ExpectedHeaders = dict[
         Field(json_schema_extra={"maxLength": MAX_REGEX_CHARS}),
     ],
 ]
+
+
+def check_proxy_url(value: str) -> str:
+    """``http://[user:password@]host[:port]``: an HTTP proxy, which carries https targets
+    through CONNECT. Messages show the value as the loader masks it (no password)."""
+    match = _PROXY.match(value.strip())
+    if match is None:
+        msg = f"{value!r} is not a proxy URL: http://[user:password@]host[:port]"
+        raise ValueError(msg)
+    if match.group(1).lower() == "https":
+        msg = (
+            f"{value!r}: only http:// proxies are supported (an http:// proxy carries https "
+            "targets too, through CONNECT)"
+        )
+        raise ValueError(msg)
+    return check_url(value)  # the port's range, as for every URL
+
+
+ProxyUrl = Annotated[str, AfterValidator(check_proxy_url)]

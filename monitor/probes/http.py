@@ -5,6 +5,9 @@ The phase clock is :mod:`monitor.probes.httptiming`'s; the verdict on the answer
 (:meth:`HttpProbe._request`), so that credentials never cross origins and a redirect from
 https down to plain http is seen (:func:`_next_hop`).
 
+With ``proxy`` every hop goes through that HTTP proxy (:mod:`monitor.probes.httpproxy` says
+what failed on the way to it).
+
 The probe owns its aiohttp sessions, one per way of connecting (``reuse_connections`` and
 the address family of ``ip_version``), made when first needed and ended by :meth:`close`.
 """
@@ -28,6 +31,7 @@ from monitor.config import Target
 from monitor.probes import httptiming
 from monitor.probes.base import CheckResult, ProbeKit, Reason, address_family, our_resources
 from monitor.probes.httpexpect import Answer, judge, read_body
+from monitor.probes.httpproxy import proxy_problem, refused
 from monitor.probes.httptiming import PHASES, Timing
 from monitor.redaction import redact, safe_url
 
@@ -103,8 +107,14 @@ class HttpProbe:
                 answer = await self._request(target, timing)
             status = answer.status
             reason, error = judge(target, answer, time.perf_counter() - t0)
+            if target.proxy is not None and status == 407:
+                # The proxy's answer to a request it was to pass on: the target's is unknown.
+                reason, error = "connect", refused(target.proxy, status, answer.reason)
+                status = 0
         except Exception as exc:
             reason, error = classify(exc)
+            if target.proxy is not None and reason != "error":
+                reason, error = proxy_problem(exc, target.proxy) or (reason, error)
             if reason in ("protocol", "too_many_redirects"):
                 status = 0  # aiohttp's 400/0 here are not the target's answer
         finally:
@@ -119,7 +129,7 @@ class HttpProbe:
             started_at=started_at,
             phases_s=timing.phases,
             tls_expiry_ts=self._kit.expiry(timing.cert_der),
-            error=redact(error, target.url),
+            error=redact(redact(error, target.url), target.proxy or ""),
         )
 
     async def _request(self, target: Target, timing: Timing) -> Answer:
@@ -139,6 +149,7 @@ class HttpProbe:
                 data=data,
                 allow_redirects=False,
                 ssl=self._ssl_for(target),
+                proxy=target.proxy,
                 timeout=_NO_TIMEOUT,
             ) as response:
                 location = response.headers.get("Location")
@@ -158,7 +169,9 @@ class HttpProbe:
                 timing.phases["transfer"] = time.perf_counter() - (
                     timing.t_headers or timing.t_ready
                 )
-                return Answer(response.status, response.headers, body, complete)
+                return Answer(
+                    response.status, response.reason or "", response.headers, body, complete
+                )
         raise AssertionError  # pragma: no cover - itertools.count() never ends
 
 

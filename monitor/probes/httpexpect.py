@@ -29,6 +29,7 @@ class Answer:
     """The final response: its status, headers, and the body as far as it was kept."""
 
     status: int
+    reason: str  # the status line's phrase
     headers: CIMultiDictProxy[str]
     body: bytes
     complete: bool  # the whole body was read (False: cut at max_body_bytes, or not needed)

@@ -73,6 +73,17 @@ class TimingConnector(aiohttp.TCPConnector):
             timing.t_tls_start = timing.t_tcp
         return transport, protocol
 
+    async def _start_tls_connection(self, *args: Any, **kwargs: Any) -> Any:
+        """TLS with an https target through a proxy's CONNECT tunnel: the time until now
+        (the proxy's TCP connect and CONNECT) is connect, the handshake from here is tls."""
+        timing = current.get()
+        if timing is not None:
+            timing.t_tls_start = time.perf_counter()
+        transport, protocol = await super()._start_tls_connection(*args, **kwargs)
+        if timing is not None:
+            _keep_certificate(timing, transport)
+        return transport, protocol
+
     async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:  # noqa: ASYNC109
         timing = current.get()
         if timing is None:
