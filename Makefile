@@ -26,15 +26,16 @@ run: $(RUNTIME)
 	@echo "first checks within ~10 s; then: curl -s 127.0.0.1:9834/metrics | grep ^monitor_up"
 	$(BIN)/uptime-monitor run --config $(CONFIG)
 
-# Real Prometheus, promtool, Alertmanager and amtool (Debian packages), systemd-analyze and a
-# PostgreSQL server run in the tests. As root (CI) they are installed; otherwise say what to
-# install. PostgreSQL's programs are not on PATH: tests/postgres.py finds them in
-# /usr/lib/postgresql/<version>/bin. ip and nft (iproute2, nftables) make the network
-# namespaces whose hosts drop pings (tests/netns.py).
-DEBIAN_PACKAGES := prometheus prometheus-alertmanager systemd postgresql iproute2 nftables
+# Real Prometheus, promtool, Alertmanager and amtool (Debian packages), systemd-analyze, a
+# PostgreSQL server and tinyproxy (a forward proxy, for HTTP targets' proxy) run in the
+# tests. As root (CI) they are installed; otherwise say what to install. PostgreSQL's
+# programs are not on PATH: tests/postgres.py finds them in /usr/lib/postgresql/<version>/bin.
+# ip and nft (iproute2, nftables) make the network namespaces whose hosts drop pings
+# (tests/netns.py).
+DEBIAN_PACKAGES := prometheus prometheus-alertmanager systemd postgresql tinyproxy iproute2 nftables
 check-deps:
 	@missing=""; \
-	for tool in promtool prometheus prometheus-alertmanager amtool systemd-analyze ip nft; do \
+	for tool in promtool prometheus prometheus-alertmanager amtool systemd-analyze tinyproxy ip nft; do \
 	  command -v $$tool >/dev/null || missing="$$missing $$tool"; \
 	done; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \

@@ -33,6 +33,7 @@ _SCHEMES_OF_TYPE: dict[ProbeType, str] = {
     "icmp": "icmp://",
 }
 _STREAM_URL = re.compile(r"(?i)^(tcp|tls)://(.*)$")
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")  # RFC 3986
 _HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[^:/?#@\s\[\]]+)(:\d{1,5})?$")
 _DNS_URL = re.compile(r"(?i)^dns://(.*)$")
 
@@ -53,6 +54,9 @@ OPTIONS_OF_TYPES: dict[tuple[str, ...], tuple[ProbeType, ...]] = {
     ("dns",): ("dns",),
     ("icmp",): ("icmp",),
     ("expect", "max_loss"): ("icmp",),
+    ("expect", "json"): ("http",),
+    ("expect", "headers"): ("http",),
+    ("proxy",): ("http",),
 }
 
 
@@ -60,6 +64,17 @@ def type_of(url: str) -> ProbeType | None:
     """The type of check a URL's scheme picks; None for a scheme none has."""
     scheme, sep, _rest = url.strip().partition("://")
     return _TYPE_OF_SCHEME.get(scheme.lower()) if sep else None
+
+
+def unsupported_scheme(url: str) -> str | None:
+    """Why ``url``'s scheme cannot be checked, naming every scheme that can; None for a
+    supported scheme or a URL without one. Built from the scheme table, so it stays true."""
+    match = _SCHEME.match(url.strip())
+    scheme = match.group(1).lower() if match is not None else None
+    if scheme is None or scheme in _TYPE_OF_SCHEME:
+        return None
+    supported = ", ".join(f"{known}://" for known in _TYPE_OF_SCHEME)
+    return f"the scheme {scheme}:// is not supported (supported: {supported})"
 
 
 def check_stream_url(value: str) -> str | None:

@@ -30,6 +30,7 @@ from monitor.checktypes import (
     check_stream_url,
     foreign_options,
     type_of,
+    unsupported_scheme,
 )
 from monitor.configvalues import (
     MAX_REGEX_CHARS,
@@ -48,6 +49,7 @@ from monitor.configvalues import (
     one_or_more,
     parse_duration,
 )
+from monitor.httpoptions import ExpectedHeaders, JsonAssertion, ProxyUrl
 from monitor.probeoptions import DNS, ICMP, TCP, icmp_fits
 from monitor.redaction import safe_url
 from monitor.tlsfiles import check_client_certificate
@@ -100,6 +102,17 @@ class Expect(Strict):
         lt=1,
         description="icmp:// only: the largest share of echo requests that may go unanswered, "
         "a ratio from 0 to below 1 (default 0.5: at most half); more is reason loss",
+    )
+    json_assertions: tuple[JsonAssertion, ...] = Field(
+        default=(),
+        alias="json",
+        description="assertions on a JSON body (read up to max_body_bytes): each a JSONPath "
+        "and one of equals, matches, exists; a body that is not JSON fails with reason body",
+    )
+    headers: ExpectedHeaders = Field(
+        default_factory=dict,
+        description="response header name (any case) -> regular expression its value must "
+        "match; missing or not matching is reason response",
     )
 
     def status_ok(self, status: int) -> bool:
@@ -194,7 +207,12 @@ def _check_target_url(value: str) -> str:
     """http(s) as for notifiers; tcp:// and tls:// are a host and a port, nothing else;
     dns:// a resolver and an optional port; icmp:// a host alone."""
     # An http(s) URL's problems name http(s) alone, as before tcp:// and tls:// (tests and
-    # scripts match the words); the README's table lists every scheme.
+    # scripts match the words); the README's table lists every scheme, and so does the
+    # message for a scheme none has.
+    wrong_scheme = unsupported_scheme(value)
+    if wrong_scheme is not None:
+        msg = f"{value!r}: {wrong_scheme}"
+        raise ValueError(msg)
     stream = check_stream_url(value) or check_dns_url(value) or check_icmp_url(value)
     return check_url(value) if stream is None else stream
 
@@ -249,6 +267,11 @@ class TargetOptions(Strict):
         description="in a fleet: the locations that check this target; default every one",
     )
     dns: DNS = Field(default_factory=DNS)
+    proxy: ProxyUrl | None = Field(
+        default=None,
+        description="HTTP: check through this HTTP proxy, http://[user:password@]host[:port] "
+        "(https targets through CONNECT); use ${VAR} for the password",
+    )
 
 
 class Target(TargetOptions):
@@ -297,7 +320,11 @@ class Target(TargetOptions):
         set_keys: dict[str, Any] = dict.fromkeys(self.model_fields_set)
         for block in ("expect", "tcp", "icmp"):
             if block in set_keys:
-                set_keys[block] = dict.fromkeys(getattr(self, block).model_fields_set)
+                options = getattr(self, block)
+                fields = type(options).model_fields  # YAML keys: a field's alias (expect.json)
+                set_keys[block] = dict.fromkeys(
+                    fields[name].alias or name for name in options.model_fields_set
+                )
         foreign = foreign_options(kind, set_keys)
         if foreign:
             msg = "; ".join(f"{'.'.join(path)}: {why}" for path, why in foreign)
@@ -319,12 +346,14 @@ class Target(TargetOptions):
         if self.ip_version == "any":
             return self
         try:
-            host = urlsplit(self.url).hostname
+            # Through a proxy the monitor connects to the proxy only: ip_version is its host's.
+            host = urlsplit(self.proxy or self.url).hostname
             version = ipaddress.ip_address(host or "").version
         except ValueError:
             return self  # a host name, or the URL's own problem
         if str(version) != self.ip_version:
-            msg = f"ip_version is {self.ip_version} but the URL's host is an IPv{version} address"
+            whose = "the proxy's" if self.proxy else "the URL's"
+            msg = f"ip_version is {self.ip_version} but {whose} host is an IPv{version} address"
             raise ValueError(msg)
         return self
 

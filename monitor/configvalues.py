@@ -268,3 +268,11 @@ def check_url(value: str) -> str:
         msg = f"port {port[1:]} is out of range"
         raise ValueError(msg)
     return value.strip()
+
+
+# A header name as a key of its own (``expect.headers``), checked as a request header's.
+HeaderName = Annotated[
+    str,
+    AfterValidator(_check_header_name),
+    WithJsonSchema({"type": "string", "pattern": _HEADER_NAME}),
+]

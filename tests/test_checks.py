@@ -21,9 +21,12 @@ from servers import TLSCerts, closed_port, raw_server, serve_app
 
 from monitor import __version__
 from monitor.checks import Checker, CheckResult, classify
+from monitor.checktypes import _TYPE_OF_SCHEME
 from monitor.config import Target
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# Every scheme a target may have, as the messages for another one list them.
+SUPPORTED = "supported: " + ", ".join(f"{scheme}://" for scheme in _TYPE_OF_SCHEME)
 
 
 def target(url: str, **options: Any) -> Target:
@@ -785,7 +788,7 @@ class TestNeverRaises:
                 {"url": "http://127.0.0.1:99999/"},
                 "InvalidUrlClientError: http://127.0.0.1:99999/",
             ),
-            ({"url": "ftp://127.0.0.1/"}, "NonHttpUrlClientError: ftp://127.0.0.1/"),
+            ({"url": "ftp://127.0.0.1/"}, f"the scheme ftp:// is not supported ({SUPPORTED})"),
             (
                 {"url": "http://127.0.0.1:1/", "method": "BR EW"},
                 "ValueError: Method cannot contain non-token characters 'BR EW' "

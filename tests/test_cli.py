@@ -18,7 +18,7 @@ from monitor import cli, service
 from monitor.settings import CHECK_MAX_CONCURRENCY, Settings
 
 # What only `run` and `check` need; importing any of them costs start-up for the others.
-HEAVY = ("aiohttp", "monitor.service", "monitor.checks", "apscheduler", "cryptography")
+HEAVY = ("aiohttp", "monitor.service", "monitor.checks", "apscheduler", "cryptography", "jsonpath")
 ALL_FLAGS = (
     "--config",
     "--max-concurrency",

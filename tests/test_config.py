@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from monitor.checktypes import unsupported_scheme
 from monitor.config import Expect, MonitorFile
 from monitor.configvalues import parse_duration
 from monitor.loader import ConfigError, load_config, parse_config
@@ -271,7 +272,7 @@ class TestProblems:
         [
             (
                 "ftp://example.com/",
-                "'ftp://example.com/' is not an http:// or https:// URL with a host",
+                f"'ftp://example.com/': {unsupported_scheme('ftp://')}",
             ),
             ("https://", "'https://' is not an http:// or https:// URL with a host"),
             ("example.com", "'example.com' is not an http:// or https:// URL with a host"),
@@ -461,8 +462,7 @@ class TestProblems:
         assert problems(text) == [
             "m.yaml:2: defaults.timeout: 'soon' is not a duration: "
             "use e.g. 500ms, 30s, 5m, 1h30m or seconds",
-            "m.yaml:5: targets[0].url: 'ftp://a.example/' is not an http:// or https:// URL "
-            "with a host",
+            f"m.yaml:5: targets[0].url: 'ftp://a.example/': {unsupported_scheme('ftp://')}",
             "m.yaml:6: targets[0].method: input should be 'GET', 'HEAD', 'POST', 'PUT', 'PATCH', "
             "'DELETE' or 'OPTIONS'",
             "m.yaml:7: targets[1].name: duplicate name 'a' (first used on line 4)",
@@ -476,7 +476,8 @@ class TestProblems:
         assert problems(f"defaults:\n  {key}: 1\n" + ONE_TARGET) == [
             f"m.yaml:2: defaults.{key}: unknown key {key!r} (known keys: interval, timeout, "
             "method, headers, body, follow_redirects, max_redirects, reuse_connections, "
-            "max_body_bytes, ip_version, expect, tls, tcp, icmp, alerts, labels, locations, dns)"
+            "max_body_bytes, ip_version, expect, tls, tcp, icmp, alerts, labels, locations, dns, "
+            "proxy)"
         ]
 
     def test_field_names_are_not_yaml_keys(self) -> None:

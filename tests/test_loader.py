@@ -18,8 +18,13 @@ from ruamel.yaml.error import YAMLError
 from ruamel.yaml.events import AliasEvent
 
 from monitor import cli, loader
+from monitor.checktypes import unsupported_scheme
 from monitor.config import TLS, Alerts, Expect, MonitorFile, Target
 from monitor.loader import ConfigError, load_config, parse_config
+
+# An ftp:// URL's problem, listing the schemes a target may have (tests/test_probe_http.py
+# checks the words).
+FTP_UNSUPPORTED = unsupported_scheme("ftp://example.com/")
 
 ONE_TARGET = """\
 targets:
@@ -378,15 +383,14 @@ class TestSecrets:
         """A bad URL that is all ${VAR} is shown as the reference, not the value."""
         text = ONE_TARGET.replace("https://example.com/", '"${HOOK}"')
         assert problems(text, {"HOOK": "ftp://hooks.example/T0/very-secret"}) == [
-            "m.yaml:3: targets[0].url: '${HOOK}' is not an http:// or https:// URL with a host"
+            f"m.yaml:3: targets[0].url: '${{HOOK}}': {FTP_UNSUPPORTED}"
         ]
 
     def test_literal_password_in_a_bad_url(self) -> None:
         """A password written in the file itself is masked in the message too."""
         text = ONE_TARGET.replace("https://example.com/", "'ftp://ops:hunter2@example.com/'")
         assert problems(text) == [
-            "m.yaml:3: targets[0].url: 'ftp://ops:***@example.com/' is not an http:// or "
-            "https:// URL with a host"
+            f"m.yaml:3: targets[0].url: 'ftp://ops:***@example.com/': {FTP_UNSUPPORTED}"
         ]
 
     def test_bad_header_from_env(self) -> None:

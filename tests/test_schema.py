@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from ruamel.yaml import YAML
 
 from monitor.config import TLS, Alerts, Expect, MonitorFile, Notifier, Target, json_schema
+from monitor.httpoptions import JsonAssertion
 from monitor.loader import ConfigError, load_config, parse_config
 from monitor.probeoptions import DNS, ICMP, TCP, DnsExpect
 
@@ -33,6 +34,7 @@ SHOWN_MODELS: tuple[type[BaseModel], ...] = (
     DNS,
     DnsExpect,
     ICMP,
+    JsonAssertion,
 )
 EXPLAINED_MODELS: tuple[type[BaseModel], ...] = (
     Target,
@@ -44,6 +46,7 @@ EXPLAINED_MODELS: tuple[type[BaseModel], ...] = (
     DNS,
     DnsExpect,
     ICMP,
+    JsonAssertion,
 )
 # The secrets the example's commented-out notifiers read from the environment.
 SECRETS = {
@@ -176,7 +179,8 @@ class TestExamples:
     def test_commented_out_targets_are_valid_too(self) -> None:
         """Uncommenting the example's extra targets gives a file that loads."""
         text = _with_real_ca_file(_uncommented(EXAMPLE.read_text(encoding="utf-8")))
-        config = parse_config(text, "uncommented.yaml", {"API_TOKEN": "secret"})
+        environ = {"API_TOKEN": "secret", "PROXY_PASSWORD": "pw"}
+        config = parse_config(text, "uncommented.yaml", environ)
         assert [(t.name, t.headers.get("Authorization")) for t in config.targets] == [
             ("monitor-self", None),
             ("example-com", None),
@@ -190,13 +194,15 @@ class TestExamples:
             ("ldaps", None),
             ("resolver", None),
             ("gateway", None),
+            ("orders-api", None),
         ]
 
     def test_commented_out_notifiers_are_valid_too(self) -> None:
         """Uncommenting the example's notifiers (and targets) gives all five types, in use."""
         text = _uncommented(_notifiers_uncommented(EXAMPLE.read_text(encoding="utf-8")))
         text = _with_real_ca_file(text)
-        config = parse_config(text, "uncommented.yaml", {"API_TOKEN": "secret", **SECRETS})
+        environ = {"API_TOKEN": "secret", "PROXY_PASSWORD": "pw", **SECRETS}
+        config = parse_config(text, "uncommented.yaml", environ)
         assert {type(n) for n in config.notifiers} == set(NOTIFIER_MODELS)
         assert config.defaults.alerts.notifiers == ("ops-webhook", "team-slack")
         assert all(t.alerts.notifiers == ("ops-webhook", "team-slack") for t in config.targets)

@@ -2,9 +2,12 @@
 
 :func:`monitor.checktypes.type_of` maps a scheme to a type (``http`` and ``https`` to http,
 the others to their own name); :class:`monitor.checks.Checker` runs the type's probe under
-its one semaphore, so every check counts in ``in_flight`` and waits its turn alike. HTTP's
-probe is still the Checker's own code in :mod:`monitor.checks`; the others live here:
+its one semaphore, so every check counts in ``in_flight`` and waits its turn alike. Each
+type's probe lives here:
 
+- :mod:`~monitor.probes.http`: http:// and https:// (its phase clock in
+  :mod:`~monitor.probes.httptiming`, its verdict on the answer in
+  :mod:`~monitor.probes.httpexpect`);
 - :mod:`~monitor.probes.tcp`: tcp://host:port, optionally STARTTLS (smtp, imap, pop3);
 - :mod:`~monitor.probes.tls`: tls://host:port;
 - :mod:`~monitor.probes.dns`: dns://resolver[:port], a query (dnspython, in
@@ -12,8 +15,10 @@ probe is still the Checker's own code in :mod:`monitor.checks`; the others live 
 - :mod:`~monitor.probes.icmp`: icmp://host, echo requests (ping);
 - :mod:`~monitor.probes.stream`: what those two share (connect, TLS, send and expect);
 - :mod:`~monitor.probes.starttls`: the STARTTLS exchanges;
-- :mod:`~monitor.probes.base`: the result and its reasons, the :class:`Probe` protocol,
-  and the :class:`ProbeKit` of TLS contexts and certificate expiries the probes share.
+- :mod:`~monitor.probes.base`: the result and its reasons, the :class:`Probe` protocol
+  (and :class:`~monitor.probes.base.Closing` for a probe that holds something between
+  checks, as HTTP's sessions), and the :class:`ProbeKit` of TLS contexts and certificate
+  expiries the probes share.
 
 Every probe keeps HTTP's contract: a result that never raises, a ``reason`` from the fixed
 set, phase timings, the certificate's expiry when it spoke TLS.
@@ -29,14 +34,15 @@ from __future__ import annotations
 
 from monitor.probes.base import Probe
 from monitor.probes.dns import DnsProbe
+from monitor.probes.http import HttpProbe
 from monitor.probes.icmp import IcmpProbe
 from monitor.probes.tcp import TcpProbe
 from monitor.probes.tls import TlsProbe
 
-# Every type but http, whose probe is the Checker itself (monitor.checks).
 PROBES: dict[str, type[Probe]] = {
     "tcp": TcpProbe,
     "tls": TlsProbe,
     "dns": DnsProbe,
     "icmp": IcmpProbe,
+    "http": HttpProbe,
 }

@@ -12,7 +12,7 @@ import errno
 import socket
 import ssl
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal, Protocol
+from typing import ClassVar, Literal, Protocol, runtime_checkable
 
 from cryptography import x509
 
@@ -66,12 +66,20 @@ class Probe(Protocol):
         ...
 
 
+@runtime_checkable
+class Closing(Protocol):
+    """A probe that holds something between checks (HTTP's sessions) has ``close``; the
+    Checker calls it when it closes. Other probes need not have it."""
+
+    async def close(self) -> None: ...
+
+
 class ProbeKit:
     """TLS contexts and certificate expiries, shared by the probes of one Checker."""
 
     def __init__(self) -> None:
         self._contexts: dict[tuple[object, ...], ssl.SSLContext] = {}
-        self._expiry_cache: dict[bytes, float] = {}
+        self._expiry_cache: dict[bytes, float | None] = {}
 
     def tls_context(self, tls: TLS) -> ssl.SSLContext:
         """A client context for ``tls``: verification as set, the CA file and the client
@@ -100,16 +108,23 @@ class ProbeKit:
         return context
 
     def expiry(self, der: bytes | None) -> float | None:
-        """The notAfter of a DER certificate, Unix seconds; parsed once per certificate."""
+        """The notAfter of a DER certificate, Unix seconds; parsed once per certificate.
+
+        None for a certificate OpenSSL took (``verify: false`` takes any) that cryptography
+        cannot read (a malformed time, an unknown version): no expiry, rather than no result.
+        """
         if der is None:
             return None
-        expiry = self._expiry_cache.get(der)
-        if expiry is None:
+        if der not in self._expiry_cache:
             if len(self._expiry_cache) > 10_000:  # bounded: certificates rotate
                 self._expiry_cache.clear()
-            expiry = x509.load_der_x509_certificate(der).not_valid_after_utc.timestamp()
+            try:
+                certificate = x509.load_der_x509_certificate(der)
+                expiry: float | None = certificate.not_valid_after_utc.timestamp()
+            except (ValueError, x509.InvalidVersion):  # InvalidVersion is no ValueError
+                expiry = None
             self._expiry_cache[der] = expiry
-        return expiry
+        return self._expiry_cache[der]
 
 
 _FAMILIES = {"any": socket.AF_UNSPEC, "4": socket.AF_INET, "6": socket.AF_INET6}

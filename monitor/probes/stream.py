@@ -9,7 +9,7 @@ reason ``response``; nothing received is ``timeout``, or ``connect`` if the serv
 
 Phases: ``resolve``, ``connect``, ``tls`` (a STARTTLS exchange and the handshake) and
 ``response`` (from sending to the match). Failures are classified as HTTP's are
-(:func:`monitor.checks.classify`): refused, unreachable, reset or closed early is
+(:func:`monitor.probes.http.classify`): refused, unreachable, reset or closed early is
 ``connect``; a failed handshake or verification is ``tls``; the monitor out of resources
 is ``error``, never the target's fault.
 """
@@ -119,14 +119,8 @@ async def run(kit: ProbeKit, target: Target, talk: Talk) -> CheckResult:
 
 
 def _expiry(kit: ProbeKit, progress: Progress | None) -> float | None:
-    if progress is None:
-        return None
-    try:
-        return kit.expiry(progress.cert_der)
-    except ValueError:
-        # A certificate OpenSSL took (verify: false takes any) that cryptography cannot
-        # read: no expiry, rather than no result.
-        return None
+    # A certificate cryptography cannot read has no expiry, rather than no result (the kit's).
+    return None if progress is None else kit.expiry(progress.cert_der)
 
 
 class StreamProbe:
