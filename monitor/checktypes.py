@@ -14,16 +14,23 @@ import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
-ProbeType = Literal["http", "tcp", "tls"]
+ProbeType = Literal["http", "tcp", "tls", "grpc"]
 # Schemes are case-insensitive, as RFC 3986 says.
 _TYPE_OF_SCHEME: dict[str, ProbeType] = {
     "http": "http",
     "https": "http",
     "tcp": "tcp",
     "tls": "tls",
+    "grpc": "grpc",
+    "grpcs": "grpc",
 }
-_SCHEMES_OF_TYPE: dict[ProbeType, str] = {"http": "http(s)://", "tcp": "tcp://", "tls": "tls://"}
-_STREAM_URL = re.compile(r"(?i)^(tcp|tls)://(.*)$")
+_SCHEMES_OF_TYPE: dict[ProbeType, str] = {
+    "http": "http(s)://",
+    "tcp": "tcp://",
+    "tls": "tls://",
+    "grpc": "grpc(s)://",
+}
+_STREAM_URL = re.compile(r"(?i)^(tcp|tls|grpc|grpcs)://(.*)$")
 _HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[^:/?#@\s\[\]]+)(:\d{1,5})?$")
 
 # Options only some types have, as YAML key paths, and the types that have them.
@@ -40,6 +47,7 @@ OPTIONS_OF_TYPES: dict[tuple[str, ...], tuple[ProbeType, ...]] = {
     ("expect", "allow_http_redirect"): ("http",),
     ("tcp",): ("tcp", "tls"),
     ("tcp", "starttls"): ("tcp",),  # a tls:// target speaks TLS from the start
+    ("grpc",): ("grpc",),
 }
 
 
@@ -50,8 +58,8 @@ def type_of(url: str) -> ProbeType | None:
 
 
 def check_stream_url(value: str) -> str | None:
-    """A tcp:// or tls:// URL, checked: a host and a port, nothing else; None for another
-    scheme. ValueError says what is wrong."""
+    """A tcp://, tls://, grpc:// or grpcs:// URL, checked: a host and a port, nothing else;
+    None for another scheme. ValueError says what is wrong."""
     stream = _STREAM_URL.match(value.strip())
     if stream is None:
         return None

@@ -41,7 +41,7 @@ from monitor.configvalues import (
     one_or_more,
     parse_duration,
 )
-from monitor.probeoptions import TCP
+from monitor.probeoptions import GRPC, TCP
 from monitor.redaction import safe_url
 from monitor.tlsfiles import check_client_certificate
 
@@ -223,6 +223,7 @@ class TargetOptions(Strict):
     expect: Expect = Field(default_factory=Expect)
     tls: TLS = Field(default_factory=TLS)
     tcp: TCP = Field(default_factory=TCP)
+    grpc: GRPC = Field(default_factory=GRPC)
     alerts: Alerts = Field(default_factory=Alerts)
     labels: dict[LabelName, str] = Field(
         default_factory=dict, description="static labels, exported on monitor_target_info"
@@ -239,7 +240,8 @@ class Target(TargetOptions):
 
     name: Name = Field(description="unique; letters, digits, _ . -")
     url: Annotated[str, AfterValidator(_check_target_url)] = Field(
-        description="http:// or https:// URL, or tcp://host:port or tls://host:port"
+        description="http:// or https:// URL, or tcp://host:port or tls://host:port, or "
+        "grpc://host:port or grpcs://host:port"
     )
 
     @model_validator(mode="before")
@@ -277,7 +279,7 @@ class Target(TargetOptions):
         if kind is None:
             return self
         set_keys: dict[str, Any] = dict.fromkeys(self.model_fields_set)
-        for block in ("expect", "tcp"):
+        for block in ("expect", "tcp", "grpc"):
             if block in set_keys:
                 set_keys[block] = dict.fromkeys(getattr(self, block).model_fields_set)
         foreign = foreign_options(kind, set_keys)
@@ -412,7 +414,7 @@ class MonitorFile(Strict):
 
 
 # Keys whose mappings merge key by key from ``defaults`` into a target.
-MERGED_MAPPINGS = ("headers", "expect", "tls", "tcp", "labels", "alerts")
+MERGED_MAPPINGS = ("headers", "expect", "tls", "tcp", "labels", "alerts", "grpc")
 
 
 def json_schema() -> dict[str, Any]:

@@ -32,3 +32,13 @@ class TCP(Strict):
         description="tcp:// only: ask this protocol for TLS (smtp, imap, pop3), then verify it "
         "as tls:// does",
     )
+
+
+class GRPC(Strict):
+    """What grpc:// and grpcs:// targets ask the standard health service."""
+
+    service: str = Field(
+        default="",
+        description="the service name asked of grpc.health.v1.Health/Check; empty (the "
+        "default): the server as a whole",
+    )

@@ -7,6 +7,8 @@ probe is still the Checker's own code in :mod:`monitor.checks`; the others live 
 
 - :mod:`~monitor.probes.tcp`: tcp://host:port, optionally STARTTLS (smtp, imap, pop3);
 - :mod:`~monitor.probes.tls`: tls://host:port;
+- :mod:`~monitor.probes.grpc`: grpc://host:port and grpcs://host:port, the gRPC health check
+  (grpc is imported only once such a target is checked);
 - :mod:`~monitor.probes.stream`: what those two share (connect, TLS, send and expect);
 - :mod:`~monitor.probes.starttls`: the STARTTLS exchanges;
 - :mod:`~monitor.probes.base`: the result and its reasons, the :class:`Probe` protocol,
@@ -25,8 +27,9 @@ the ``type`` label), logs, alerting and ``uptime-monitor check`` then handle it 
 from __future__ import annotations
 
 from monitor.probes.base import Probe
+from monitor.probes.grpc import GrpcProbe
 from monitor.probes.tcp import TcpProbe
 from monitor.probes.tls import TlsProbe
 
 # Every type but http, whose probe is the Checker itself (monitor.checks).
-PROBES: dict[str, type[Probe]] = {"tcp": TcpProbe, "tls": TlsProbe}
+PROBES: dict[str, type[Probe]] = {"tcp": TcpProbe, "tls": TlsProbe, "grpc": GrpcProbe}
