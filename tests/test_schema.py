@@ -13,7 +13,7 @@ from ruamel.yaml import YAML
 
 from monitor.config import TLS, Alerts, Expect, MonitorFile, Notifier, Target, json_schema
 from monitor.loader import ConfigError, load_config, parse_config
-from monitor.probeoptions import TCP
+from monitor.probeoptions import GRPC, TCP
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = ROOT / "config" / "monitor.schema.json"
@@ -28,6 +28,7 @@ SHOWN_MODELS: tuple[type[BaseModel], ...] = (
     Expect,
     TLS,
     TCP,
+    GRPC,
     Alerts,
     *NOTIFIER_MODELS,
 )
@@ -36,6 +37,7 @@ EXPLAINED_MODELS: tuple[type[BaseModel], ...] = (
     Expect,
     TLS,
     TCP,
+    GRPC,
     Alerts,
     *NOTIFIER_MODELS,
 )
@@ -182,6 +184,7 @@ class TestExamples:
             ("redis", None),
             ("mail-submission", None),
             ("ldaps", None),
+            ("cart-grpc", None),
         ]
 
     def test_commented_out_notifiers_are_valid_too(self) -> None:
