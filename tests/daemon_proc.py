@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import urllib.request
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 Event = dict[str, Any]
 
@@ -173,3 +177,37 @@ def label_sets(text: str, name: str) -> list[dict[str, str]]:
         for s in family.samples
         if s.name == name
     ]
+
+
+async def run_command(*args: str) -> tuple[int, str, str]:
+    """Run ``uptime-monitor ARGS`` to its end (in the temporary directory): exit code,
+    stdout, stderr."""
+    process = await asyncio.create_subprocess_exec(
+        *command(*args),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=tempfile.gettempdir(),
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def assert_promtool_accepts(text: str) -> None:
+    """`promtool check metrics` finds nothing to say about the exposition ``text``; without
+    promtool the check is skipped, except in CI, where it fails."""
+    promtool = shutil.which("promtool")
+    if promtool is None and os.environ.get("CI"):
+        pytest.fail("promtool is missing: `make test` installs the Debian package prometheus")
+    if promtool is None:
+        return
+    check = await asyncio.create_subprocess_exec(
+        promtool,
+        "check",
+        "metrics",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await check.communicate(text.encode())
+    assert (check.returncode, out) == (0, b"")

@@ -21,9 +21,9 @@ import pytest
 import trustme
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from servers import TLSCerts, blocking_tls_server, closed_port, reset_server, silent_server
+from test_probes import target
 
 from monitor.checks import Checker, phases_of
-from monitor.config import Target
 from monitor.loader import ConfigError, parse_config
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -35,17 +35,6 @@ REFUSED_SILENTLY = (
     "nothing after the TLS handshake (a grpc server does that when it refuses the client "
     "certificate)"
 )
-
-
-def target(url: str, **options: Any) -> Target:
-    """A target named ``t`` for ``url`` with ``options`` as in the YAML file."""
-    return Target(name="t", url=url, **options)
-
-
-@pytest.fixture
-async def checker() -> AsyncIterator[Checker]:
-    async with Checker(max_concurrency=10) as checker:
-        yield checker
 
 
 @dataclass
@@ -94,6 +83,12 @@ async def grpc_server(
 async def plain() -> AsyncIterator[Server]:
     async with grpc_server() as server:
         yield server
+
+
+@pytest.fixture
+async def checker() -> AsyncIterator[Checker]:
+    async with Checker(max_concurrency=10) as checker:
+        yield checker
 
 
 class TestHealth:

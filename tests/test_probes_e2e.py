@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from aiohttp import web
-from daemon_proc import command, label_sets, run_daemon, sample
+from daemon_proc import assert_promtool_accepts, label_sets, run_command, run_daemon, sample
 from servers import Inbox, TLSCerts, closed_port, serve_app, stream_server
 
 pytestmark = pytest.mark.slow
@@ -132,20 +129,7 @@ async def test_the_daemon_checks_stream_targets(
             tls_certs.valid_not_after.timestamp()
         )
         assert sample(text, "monitor_tls_cert_expiry_timestamp_seconds", target="redis") is None
-        promtool = shutil.which("promtool")
-        if promtool is None and os.environ.get("CI"):
-            pytest.fail("promtool is missing: `make test` installs the Debian package prometheus")
-        if promtool is not None:
-            check_metrics = await asyncio.create_subprocess_exec(
-                promtool,
-                "check",
-                "metrics",
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-            )
-            out, _ = await check_metrics.communicate(text.encode())
-            assert (check_metrics.returncode, out) == (0, b"")
+        await assert_promtool_accepts(text)
 
         world.reply = b"-ERR unknown command\r\n"
         await world.inbox.wait_for(1)
@@ -173,18 +157,6 @@ async def test_the_daemon_checks_stream_targets(
         assert await daemon.stop() == 0
 
 
-async def _run(*args: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        *command(*args),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=tempfile.gettempdir(),
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
-
-
 async def test_check_runs_stream_targets(tmp_path: Path, world: World, tls_certs: TLSCerts) -> None:
     """`uptime-monitor check` checks tcp:// and tls:// targets too: status 0 ("-" in the
     table), the reason, the whole cause, the certificate's expiry in JSON; exit 1 if any
@@ -193,7 +165,7 @@ async def test_check_runs_stream_targets(tmp_path: Path, world: World, tls_certs
     config = _config(tmp_path, world, tls_certs)
     with config.open("a") as extra:
         extra.write(f"  - {{name: gone, url: 'tcp://127.0.0.1:{refused}'}}\n")
-    code, out, err = await _run("check", "--config", str(config), "--format", "json")
+    code, out, err = await run_command("check", "--config", str(config), "--format", "json")
     assert (code, err) == (1, "")
     rows = {row["target"]: row for row in json.loads(out)["results"]}
     assert {name: (r["ok"], r["reason"], r["status"]) for name, r in rows.items()} == {
@@ -205,7 +177,7 @@ async def test_check_runs_stream_targets(tmp_path: Path, world: World, tls_certs
     expiry = tls_certs.valid_not_after.strftime("%Y-%m-%dT%H:%M:%SZ")
     assert (rows["ldaps"]["tls_expiry"], rows["redis"]["tls_expiry"]) == (expiry, None)
 
-    code, out, _ = await _run("check", "--config", str(config))
+    code, out, _ = await run_command("check", "--config", str(config))
     lines = out.splitlines()
     assert code == 1
     assert [line.split()[:4] for line in lines[1:4]] == [
