@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
+import struct
 import tempfile
 import textwrap
 from collections.abc import AsyncIterator
@@ -20,7 +21,14 @@ import grpc
 import pytest
 import trustme
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from servers import TLSCerts, blocking_tls_server, closed_port, reset_server, silent_server
+from servers import (
+    TLSCerts,
+    blocking_tls_server,
+    closed_port,
+    reset_server,
+    silent_server,
+    stream_server,
+)
 from test_probes import target
 
 from monitor.checks import Checker, phases_of
@@ -223,6 +231,25 @@ class TestNotAHealthService:
         assert result.reason == "response"
         assert result.error.startswith("no health status: grpc status UNAVAILABLE: ")
         assert result.error.endswith(", then closed the connection")
+
+    async def test_not_http2_then_reset_is_response(self, checker: Checker) -> None:
+        """Something that is not HTTP/2, then a reset, is still a wrong answer (response),
+        as for tcp://: the server said something."""
+
+        async def garbage_then_reset(
+            reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        ) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"SSH-2.0-OpenSSH_9.6\r\n")
+            await writer.drain()
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()
+
+        async with stream_server(garbage_then_reset) as port:
+            result = await checker.check(target(f"grpc://127.0.0.1:{port}"))
+        assert result.reason == "response"
+        assert result.error.startswith("no health status: grpc status UNAVAILABLE: ")
 
     async def test_reset_is_connect(self, checker: Checker) -> None:
         """A server that resets the connection after grpc's first bytes is reason connect."""

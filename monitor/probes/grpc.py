@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import ssl
 import tempfile
 from typing import TYPE_CHECKING, ClassVar
 from urllib.parse import urlsplit
@@ -60,7 +61,7 @@ class GrpcProbe(StreamProbe):
     phases: ClassVar[tuple[str, ...]] = GRPC_PHASES
 
     async def check(self, target: Target) -> CheckResult:
-        # The first check pays grpc's import (~0.1 s) here, before its clock starts. A
+        # The first check pays grpc's import (~0.2 s) here, before its clock starts. A
         # failed import is raised again in talk(), where it becomes the check's error.
         with contextlib.suppress(ImportError):
             _import_grpc()
@@ -224,8 +225,11 @@ class _Relay:
         from grpc import StatusCode
 
         code, details = exc.code(), exc.details() or ""
-        if code == StatusCode.UNAVAILABLE and self.failure is not None:
-            return self.failure  # reset, or TLS: a refused client certificate (TLS 1.3)
+        failure = self.failure
+        if code == StatusCode.UNAVAILABLE and isinstance(failure, ssl.SSLError):
+            return failure  # TLS's alert: a refused client certificate (TLS 1.3), ...
+        if code == StatusCode.UNAVAILABLE and failure is not None and not self.received:
+            return failure  # reset before the server said anything
         if code == StatusCode.UNAVAILABLE and self.closed and not self.received:
             # grpc's own servers refuse a client certificate so, with no TLS alert to say it
             # (as aiohttp's do for https, also reason connect).
@@ -242,5 +246,10 @@ class _Relay:
             return Mismatch(f"{asked} is unknown to the server (SERVICE_UNKNOWN: NOT_FOUND)")
         if code == StatusCode.UNIMPLEMENTED:
             return Mismatch(f"the server has no health service (UNIMPLEMENTED: {details})")
-        closed = ", then closed the connection" if self.closed else ""
-        return Mismatch(f"no health status: grpc status {code.name}: {details}{closed}")
+        # What the server sent was no answer (not HTTP/2, or no call's end) before the
+        # connection ended: a wrong answer, as for tcp://.
+        if failure is not None:
+            ended = f", then {failure.strerror or failure}"
+        else:
+            ended = ", then closed the connection" if self.closed else ""
+        return Mismatch(f"no health status: grpc status {code.name}: {details}{ended}")
