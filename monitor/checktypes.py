@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
-ProbeType = Literal["http", "tcp", "tls", "dns", "icmp"]
+ProbeType = Literal["http", "tcp", "tls", "dns", "icmp", "grpc"]
 # Schemes are case-insensitive, as RFC 3986 says.
 _TYPE_OF_SCHEME: dict[str, ProbeType] = {
     "http": "http",
@@ -24,6 +24,8 @@ _TYPE_OF_SCHEME: dict[str, ProbeType] = {
     "tls": "tls",
     "dns": "dns",
     "icmp": "icmp",
+    "grpc": "grpc",
+    "grpcs": "grpc",
 }
 _SCHEMES_OF_TYPE: dict[ProbeType, str] = {
     "http": "http(s)://",
@@ -31,8 +33,9 @@ _SCHEMES_OF_TYPE: dict[ProbeType, str] = {
     "tls": "tls://",
     "dns": "dns://",
     "icmp": "icmp://",
+    "grpc": "grpc(s)://",
 }
-_STREAM_URL = re.compile(r"(?i)^(tcp|tls)://(.*)$")
+_STREAM_URL = re.compile(r"(?i)^(tcp|tls|grpc|grpcs)://(.*)$")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")  # RFC 3986
 _HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[^:/?#@\s\[\]]+)(:\d{1,5})?$")
 _DNS_URL = re.compile(r"(?i)^dns://(.*)$")
@@ -57,6 +60,7 @@ OPTIONS_OF_TYPES: dict[tuple[str, ...], tuple[ProbeType, ...]] = {
     ("expect", "json"): ("http",),
     ("expect", "headers"): ("http",),
     ("proxy",): ("http",),
+    ("grpc",): ("grpc",),
 }
 
 
@@ -78,8 +82,8 @@ def unsupported_scheme(url: str) -> str | None:
 
 
 def check_stream_url(value: str) -> str | None:
-    """A tcp:// or tls:// URL, checked: a host and a port, nothing else; None for another
-    scheme. ValueError says what is wrong."""
+    """A tcp://, tls://, grpc:// or grpcs:// URL, checked: a host and a port, nothing else;
+    None for another scheme. ValueError says what is wrong."""
     stream = _STREAM_URL.match(value.strip())
     if stream is None:
         return None

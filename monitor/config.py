@@ -50,7 +50,7 @@ from monitor.configvalues import (
     parse_duration,
 )
 from monitor.httpoptions import ExpectedHeaders, JsonAssertion, ProxyUrl
-from monitor.probeoptions import DNS, ICMP, TCP, icmp_fits
+from monitor.probeoptions import DNS, GRPC, ICMP, TCP, icmp_fits
 from monitor.redaction import safe_url
 from monitor.tlsfiles import check_client_certificate
 
@@ -257,6 +257,7 @@ class TargetOptions(Strict):
     tls: TLS = Field(default_factory=TLS)
     tcp: TCP = Field(default_factory=TCP)
     icmp: ICMP = Field(default_factory=ICMP)
+    grpc: GRPC = Field(default_factory=GRPC)
     alerts: Alerts = Field(default_factory=Alerts)
     labels: dict[LabelName, str] = Field(
         default_factory=dict, description="static labels, exported on monitor_target_info"
@@ -280,7 +281,7 @@ class Target(TargetOptions):
     name: Name = Field(description="unique; letters, digits, _ . -")
     url: Annotated[str, AfterValidator(_check_target_url)] = Field(
         description="http:// or https:// URL, or tcp://host:port or tls://host:port, or "
-        "dns://resolver[:port], or icmp://host"
+        "dns://resolver[:port], or icmp://host, or grpc://host:port or grpcs://host:port"
     )
 
     @model_validator(mode="before")
@@ -318,7 +319,7 @@ class Target(TargetOptions):
         if kind is None:
             return self
         set_keys: dict[str, Any] = dict.fromkeys(self.model_fields_set)
-        for block in ("expect", "tcp", "icmp"):
+        for block in ("expect", "tcp", "icmp", "grpc"):
             if block in set_keys:
                 options = getattr(self, block)
                 fields = type(options).model_fields  # YAML keys: a field's alias (expect.json)
@@ -477,7 +478,7 @@ class MonitorFile(Strict):
 
 
 # Keys whose mappings merge key by key from ``defaults`` into a target.
-MERGED_MAPPINGS = ("headers", "expect", "tls", "tcp", "labels", "alerts", "dns", "icmp")
+MERGED_MAPPINGS = ("headers", "expect", "tls", "tcp", "labels", "alerts", "dns", "icmp", "grpc")
 
 
 def json_schema() -> dict[str, Any]:

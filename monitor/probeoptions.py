@@ -1,6 +1,6 @@
 """The options of each type of check but HTTP's: one block per type, named after it
-(``tcp:``, ``dns:``, ``icmp:``), checked by :mod:`monitor.checktypes` to sit only on
-targets of that type.
+(``tcp:``, ``dns:``, ``icmp:``, ``grpc:``), checked by :mod:`monitor.checktypes` to sit
+only on targets of that type.
 """
 
 from __future__ import annotations
@@ -211,4 +211,14 @@ def icmp_fits(icmp: ICMP, timeout_s: float) -> str | None:
         f"icmp: {icmp.count} echo requests {icmp.interval_s:g}s apart take {sending_s:g}s to send, "
         f"more than half of timeout {timeout_s:g}s: each needs time to be answered; "
         "lower icmp.count or icmp.interval, or raise timeout"
+    )
+
+
+class GRPC(Strict):
+    """What grpc:// and grpcs:// targets ask the standard health service."""
+
+    service: str = Field(
+        default="",
+        description="the service name asked of grpc.health.v1.Health/Check; empty (the "
+        "default): the server as a whole",
     )

@@ -14,7 +14,7 @@ from ruamel.yaml import YAML
 from monitor.config import TLS, Alerts, Expect, MonitorFile, Notifier, Target, json_schema
 from monitor.httpoptions import JsonAssertion
 from monitor.loader import ConfigError, load_config, parse_config
-from monitor.probeoptions import DNS, ICMP, TCP, DnsExpect
+from monitor.probeoptions import DNS, GRPC, ICMP, TCP, DnsExpect
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = ROOT / "config" / "monitor.schema.json"
@@ -29,6 +29,7 @@ SHOWN_MODELS: tuple[type[BaseModel], ...] = (
     Expect,
     TLS,
     TCP,
+    GRPC,
     Alerts,
     *NOTIFIER_MODELS,
     DNS,
@@ -41,6 +42,7 @@ EXPLAINED_MODELS: tuple[type[BaseModel], ...] = (
     Expect,
     TLS,
     TCP,
+    GRPC,
     Alerts,
     *NOTIFIER_MODELS,
     DNS,
@@ -195,6 +197,7 @@ class TestExamples:
             ("resolver", None),
             ("gateway", None),
             ("orders-api", None),
+            ("cart-grpc", None),
         ]
 
     def test_commented_out_notifiers_are_valid_too(self) -> None:

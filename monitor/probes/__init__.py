@@ -13,6 +13,8 @@ type's probe lives here:
 - :mod:`~monitor.probes.dns`: dns://resolver[:port], a query (dnspython, in
   :mod:`~monitor.probes.dnscheck`, imported at the first dns:// check);
 - :mod:`~monitor.probes.icmp`: icmp://host, echo requests (ping);
+- :mod:`~monitor.probes.grpc`: grpc://host:port and grpcs://host:port, the gRPC health check
+  (grpc is imported only once such a target is checked);
 - :mod:`~monitor.probes.stream`: what those two share (connect, TLS, send and expect);
 - :mod:`~monitor.probes.starttls`: the STARTTLS exchanges;
 - :mod:`~monitor.probes.base`: the result and its reasons, the :class:`Probe` protocol
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 from monitor.probes.base import Probe
 from monitor.probes.dns import DnsProbe
+from monitor.probes.grpc import GrpcProbe
 from monitor.probes.http import HttpProbe
 from monitor.probes.icmp import IcmpProbe
 from monitor.probes.tcp import TcpProbe
@@ -45,4 +48,5 @@ PROBES: dict[str, type[Probe]] = {
     "dns": DnsProbe,
     "icmp": IcmpProbe,
     "http": HttpProbe,
+    "grpc": GrpcProbe,
 }

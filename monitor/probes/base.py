@@ -81,11 +81,12 @@ class ProbeKit:
         self._contexts: dict[tuple[object, ...], ssl.SSLContext] = {}
         self._expiry_cache: dict[bytes, float | None] = {}
 
-    def tls_context(self, tls: TLS) -> ssl.SSLContext:
+    def tls_context(self, tls: TLS, alpn: tuple[str, ...] = ()) -> ssl.SSLContext:
         """A client context for ``tls``: verification as set, the CA file and the client
-        certificate loaded. Built again when a file it was built from changes (a renewed
-        certificate is used without a restart). Raises ClientCertificateError."""
-        key = (tls.verify, files_stamp(tls.ca_file, tls.cert_file, tls.key_file))
+        certificate loaded, offering the ``alpn`` protocols (h2 for grpcs). Built again when a
+        file it was built from changes (a renewed certificate is used without a restart).
+        Raises ClientCertificateError."""
+        key = (tls.verify, files_stamp(tls.ca_file, tls.cert_file, tls.key_file), alpn)
         context = self._contexts.get(key)
         if context is None:
             if tls.verify:
@@ -102,6 +103,8 @@ class ProbeKit:
                     # Changed since the config loaded it: the monitor's file, named.
                     msg = f"client certificate {tls.cert_file!r}: {exc}"
                     raise ClientCertificateError(msg) from None
+            if alpn:
+                context.set_alpn_protocols(list(alpn))
             if len(self._contexts) > 1_000:  # bounded: files get renewed
                 self._contexts.clear()
             self._contexts[key] = context

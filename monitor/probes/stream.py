@@ -55,9 +55,9 @@ class Progress:
 
     __slots__ = ("cert_der", "doing", "host", "phase", "phases", "port", "received", "unmatched")
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, phases: tuple[str, ...] = STREAM_PHASES) -> None:
         self.host, self.port = host, port
-        self.phases = dict.fromkeys(STREAM_PHASES, 0.0)
+        self.phases = dict.fromkeys(phases, 0.0)
         self.phase = "resolve"
         self.doing = f"resolving {host}"
         self.received = bytearray()
@@ -77,9 +77,12 @@ def host_and_port(url: str) -> tuple[str, int]:
 Talk = Callable[["Connection"], Awaitable[None]]
 
 
-async def run(kit: ProbeKit, target: Target, talk: Talk) -> CheckResult:
+async def run(
+    kit: ProbeKit, target: Target, talk: Talk, phases: tuple[str, ...] = STREAM_PHASES
+) -> CheckResult:
     """Check ``target``: open a connection, ``talk`` over it, all within the timeout; judge
-    what went wrong. Never raises but for cancellation."""
+    what went wrong; time ``phases`` (resolve and connect first). Never raises but for
+    cancellation."""
     started_at = time.time()
     t0 = time.perf_counter()
     progress: Progress | None = None
@@ -89,7 +92,7 @@ async def run(kit: ProbeKit, target: Target, talk: Talk) -> CheckResult:
     talked = False  # to the end: only then is the connection closed politely
     try:
         host, port = host_and_port(target.url)
-        progress = Progress(host, port)
+        progress = Progress(host, port, phases)
         connection = Connection(kit, target, progress, t0)
         async with asyncio.timeout(target.timeout_s):
             await connection.open()
@@ -133,7 +136,7 @@ class StreamProbe:
         self._kit = kit
 
     async def check(self, target: Target) -> CheckResult:
-        return await run(self._kit, target, self.talk)
+        return await run(self._kit, target, self.talk, self.phases)
 
     @staticmethod
     async def talk(conn: Connection) -> None:
@@ -191,16 +194,23 @@ class Connection:
             assert first is not None  # getaddrinfo gives an address or raises
             raise first
 
-    async def start_tls(self) -> None:
-        """The TLS handshake, verified as ``tls`` says; keeps the peer's certificate."""
+    async def start_tls(self, alpn: tuple[str, ...] = ()) -> None:
+        """The TLS handshake, verified as ``tls`` says, offering the ``alpn`` protocols;
+        keeps the peer's certificate."""
         assert self._writer is not None
         self.step("tls", f"doing the TLS handshake with {self.progress.host}")
-        context = self.kit.tls_context(self.target.tls)
+        context = self.kit.tls_context(self.target.tls, alpn)
         await self._writer.start_tls(context, server_hostname=self.progress.host)
         ssl_object = self._writer.get_extra_info("ssl_object")
         if ssl_object is not None:
             # binary_form works with verification off too, where getpeercert() returns {}.
             self.progress.cert_der = ssl_object.getpeercert(binary_form=True)
+
+    def streams(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """The open connection, for a probe that hands it to a client library (grpc)."""
+        assert self._reader is not None
+        assert self._writer is not None
+        return self._reader, self._writer
 
     def local_address(self) -> str:
         """This end's IP address."""
