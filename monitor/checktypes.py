@@ -14,22 +14,33 @@ import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
-ProbeType = Literal["http", "tcp", "tls"]
+ProbeType = Literal["http", "tcp", "tls", "ws"]
 # Schemes are case-insensitive, as RFC 3986 says.
 _TYPE_OF_SCHEME: dict[str, ProbeType] = {
     "http": "http",
     "https": "http",
     "tcp": "tcp",
     "tls": "tls",
+    "ws": "ws",
+    "wss": "ws",
 }
-_SCHEMES_OF_TYPE: dict[ProbeType, str] = {"http": "http(s)://", "tcp": "tcp://", "tls": "tls://"}
+_SCHEMES_OF_TYPE: dict[ProbeType, str] = {
+    "http": "http(s)://",
+    "tcp": "tcp://",
+    "tls": "tls://",
+    "ws": "ws(s)://",
+}
 _STREAM_URL = re.compile(r"(?i)^(tcp|tls)://(.*)$")
+# ws:// and wss:// as http(s):// (configvalues.check_url): user info, a host, a port, a path.
+_WS_URL = re.compile(
+    r"(?i)^(wss?)://(?:[^@/\s]+@)?(\[[0-9A-Fa-f:.]+\]|[^:/?#\s\[\]]+)(:\d{1,5})?([/?#]\S*)?$"
+)
 _HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[^:/?#@\s\[\]]+)(:\d{1,5})?$")
 
 # Options only some types have, as YAML key paths, and the types that have them.
 OPTIONS_OF_TYPES: dict[tuple[str, ...], tuple[ProbeType, ...]] = {
     ("method",): ("http",),
-    ("headers",): ("http",),
+    ("headers",): ("http", "ws"),
     ("body",): ("http",),
     ("follow_redirects",): ("http",),
     ("max_redirects",): ("http",),
@@ -40,6 +51,7 @@ OPTIONS_OF_TYPES: dict[tuple[str, ...], tuple[ProbeType, ...]] = {
     ("expect", "allow_http_redirect"): ("http",),
     ("tcp",): ("tcp", "tls"),
     ("tcp", "starttls"): ("tcp",),  # a tls:// target speaks TLS from the start
+    ("ws",): ("ws",),
 }
 
 
@@ -65,6 +77,23 @@ def check_stream_url(value: str) -> str | None:
         raise ValueError(msg)
     if not 0 < int(where.group(2)[1:]) < 65536:
         msg = f"port {where.group(2)[1:]} is out of range"
+        raise ValueError(msg)
+    return value.strip()
+
+
+def check_ws_url(value: str) -> str | None:
+    """A ws:// or wss:// URL, checked as an http(s) one (a host; a path and a query may
+    follow); None for another scheme. ValueError says what is wrong."""
+    scheme, sep, _rest = value.strip().partition("://")
+    if not sep or scheme.lower() not in ("ws", "wss"):
+        return None
+    match = _WS_URL.match(value.strip())
+    if match is None:
+        msg = f"{value!r} is not a ws:// or wss:// URL with a host"
+        raise ValueError(msg)
+    port = match.group(3)
+    if port is not None and not 0 < int(port[1:]) < 65536:
+        msg = f"port {port[1:]} is out of range"
         raise ValueError(msg)
     return value.strip()
 

@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from monitor.checktypes import ProbeType, check_stream_url, foreign_options, type_of
+from monitor.checktypes import ProbeType, check_stream_url, check_ws_url, foreign_options, type_of
 from monitor.configvalues import (
     MAX_REGEX_CHARS,
     MAX_REGEX_REPEAT,
@@ -41,7 +41,7 @@ from monitor.configvalues import (
     one_or_more,
     parse_duration,
 )
-from monitor.probeoptions import TCP
+from monitor.probeoptions import TCP, WS
 from monitor.redaction import safe_url
 from monitor.tlsfiles import check_client_certificate
 
@@ -177,10 +177,11 @@ class Alerts(Strict):
 
 
 def _check_target_url(value: str) -> str:
-    """http(s) as for notifiers; tcp:// and tls:// are a host and a port, nothing else."""
+    """http(s) as for notifiers; tcp:// and tls:// are a host and a port, nothing else; ws://
+    and wss:// as http(s)."""
     # An http(s) URL's problems name http(s) alone, as before tcp:// and tls:// (tests and
     # scripts match the words); the README's table lists every scheme.
-    stream = check_stream_url(value)
+    stream = check_stream_url(value) or check_ws_url(value)
     return check_url(value) if stream is None else stream
 
 
@@ -200,7 +201,8 @@ class TargetOptions(Strict):
     )
     method: HttpMethod = "GET"
     headers: Headers = Field(
-        default_factory=dict, description="request headers; use ${VAR} for secrets"
+        default_factory=dict,
+        description="request headers (ws(s)://: of the upgrade request); use ${VAR} for secrets",
     )
     body: str | None = Field(default=None, description="request body")
     follow_redirects: bool = True
@@ -213,7 +215,8 @@ class TargetOptions(Strict):
     max_body_bytes: int = Field(
         default=1 << 20,
         ge=0,
-        description="read at most this many bytes of the body (of the reply for tcp:// and tls://)",
+        description="read at most this many bytes of the body (of the reply for tcp://, tls:// "
+        "and ws(s)://)",
     )
     ip_version: IpVersion = Field(
         default="any",
@@ -223,6 +226,7 @@ class TargetOptions(Strict):
     expect: Expect = Field(default_factory=Expect)
     tls: TLS = Field(default_factory=TLS)
     tcp: TCP = Field(default_factory=TCP)
+    ws: WS = Field(default_factory=WS)
     alerts: Alerts = Field(default_factory=Alerts)
     labels: dict[LabelName, str] = Field(
         default_factory=dict, description="static labels, exported on monitor_target_info"
@@ -239,7 +243,8 @@ class Target(TargetOptions):
 
     name: Name = Field(description="unique; letters, digits, _ . -")
     url: Annotated[str, AfterValidator(_check_target_url)] = Field(
-        description="http:// or https:// URL, or tcp://host:port or tls://host:port"
+        description="http:// or https:// URL, or tcp://host:port or tls://host:port, or ws:// "
+        "or wss:// URL"
     )
 
     @model_validator(mode="before")
@@ -277,7 +282,7 @@ class Target(TargetOptions):
         if kind is None:
             return self
         set_keys: dict[str, Any] = dict.fromkeys(self.model_fields_set)
-        for block in ("expect", "tcp"):
+        for block in ("expect", "tcp", "ws"):
             if block in set_keys:
                 set_keys[block] = dict.fromkeys(getattr(self, block).model_fields_set)
         foreign = foreign_options(kind, set_keys)
@@ -412,7 +417,7 @@ class MonitorFile(Strict):
 
 
 # Keys whose mappings merge key by key from ``defaults`` into a target.
-MERGED_MAPPINGS = ("headers", "expect", "tls", "tcp", "labels", "alerts")
+MERGED_MAPPINGS = ("headers", "expect", "tls", "tcp", "labels", "alerts", "ws")
 
 
 def json_schema() -> dict[str, Any]:

@@ -32,3 +32,19 @@ class TCP(Strict):
         description="tcp:// only: ask this protocol for TLS (smtp, imap, pop3), then verify it "
         "as tls:// does",
     )
+
+
+class WS(Strict):
+    """What ws:// and wss:// targets send once the WebSocket is open, and what a reply
+    must match."""
+
+    send: str | None = Field(
+        default=None,
+        description="text message sent once the WebSocket is open, e.g. a JSON ping",
+    )
+    expect: Annotated[str | None, AfterValidator(compile_regex)] = Field(
+        default=None,
+        description="regular expression (Python syntax) a message must match (text as UTF-8, "
+        f"binary as it is), read up to max_body_bytes; at most {MAX_REGEX_CHARS:,} characters",
+        json_schema_extra={"maxLength": MAX_REGEX_CHARS},
+    )

@@ -170,7 +170,8 @@ class TestExamples:
     def test_commented_out_targets_are_valid_too(self) -> None:
         """Uncommenting the example's extra targets gives a file that loads."""
         text = _with_real_ca_file(_uncommented(EXAMPLE.read_text(encoding="utf-8")))
-        config = parse_config(text, "uncommented.yaml", {"API_TOKEN": "secret"})
+        environ = {"API_TOKEN": "secret", "FEED_TOKEN": "f33d"}
+        config = parse_config(text, "uncommented.yaml", environ)
         assert [(t.name, t.headers.get("Authorization")) for t in config.targets] == [
             ("monitor-self", None),
             ("example-com", None),
@@ -182,13 +183,15 @@ class TestExamples:
             ("redis", None),
             ("mail-submission", None),
             ("ldaps", None),
+            ("live-feed", "Bearer f33d"),
         ]
 
     def test_commented_out_notifiers_are_valid_too(self) -> None:
         """Uncommenting the example's notifiers (and targets) gives all five types, in use."""
         text = _uncommented(_notifiers_uncommented(EXAMPLE.read_text(encoding="utf-8")))
         text = _with_real_ca_file(text)
-        config = parse_config(text, "uncommented.yaml", {"API_TOKEN": "secret", **SECRETS})
+        environ = {"API_TOKEN": "secret", "FEED_TOKEN": "f33d", **SECRETS}
+        config = parse_config(text, "uncommented.yaml", environ)
         assert {type(n) for n in config.notifiers} == set(NOTIFIER_MODELS)
         assert config.defaults.alerts.notifiers == ("ops-webhook", "team-slack")
         assert all(t.alerts.notifiers == ("ops-webhook", "team-slack") for t in config.targets)

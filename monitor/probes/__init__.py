@@ -10,7 +10,8 @@ probe is still the Checker's own code in :mod:`monitor.checks`; the others live 
 - :mod:`~monitor.probes.stream`: what those two share (connect, TLS, send and expect);
 - :mod:`~monitor.probes.starttls`: the STARTTLS exchanges;
 - :mod:`~monitor.probes.base`: the result and its reasons, the :class:`Probe` protocol,
-  and the :class:`ProbeKit` of TLS contexts and certificate expiries the probes share.
+  and the :class:`ProbeKit` of TLS contexts and certificate expiries the probes share;
+- :mod:`~monitor.probes.ws`: ws:// and wss:// URLs (a WebSocket, timed by HTTP's hooks).
 
 Every probe keeps HTTP's contract: a result that never raises, a ``reason`` from the fixed
 set, phase timings, the certificate's expiry when it spoke TLS.
@@ -27,6 +28,7 @@ from __future__ import annotations
 from monitor.probes.base import Probe
 from monitor.probes.tcp import TcpProbe
 from monitor.probes.tls import TlsProbe
+from monitor.probes.ws import WsProbe
 
 # Every type but http, whose probe is the Checker itself (monitor.checks).
-PROBES: dict[str, type[Probe]] = {"tcp": TcpProbe, "tls": TlsProbe}
+PROBES: dict[str, type[Probe]] = {"tcp": TcpProbe, "tls": TlsProbe, "ws": WsProbe}
