@@ -14,6 +14,8 @@ import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
+from monitor.configvalues import check_url
+
 ProbeType = Literal["http", "tcp", "tls", "ws"]
 # Schemes are case-insensitive, as RFC 3986 says.
 _TYPE_OF_SCHEME: dict[str, ProbeType] = {
@@ -31,10 +33,6 @@ _SCHEMES_OF_TYPE: dict[ProbeType, str] = {
     "ws": "ws(s)://",
 }
 _STREAM_URL = re.compile(r"(?i)^(tcp|tls)://(.*)$")
-# ws:// and wss:// as http(s):// (configvalues.check_url): user info, a host, a port, a path.
-_WS_URL = re.compile(
-    r"(?i)^(wss?)://(?:[^@/\s]+@)?(\[[0-9A-Fa-f:.]+\]|[^:/?#\s\[\]]+)(:\d{1,5})?([/?#]\S*)?$"
-)
 _HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[^:/?#@\s\[\]]+)(:\d{1,5})?$")
 
 # Options only some types have, as YAML key paths, and the types that have them.
@@ -82,19 +80,18 @@ def check_stream_url(value: str) -> str | None:
 
 
 def check_ws_url(value: str) -> str | None:
-    """A ws:// or wss:// URL, checked as an http(s) one (a host; a path and a query may
-    follow); None for another scheme. ValueError says what is wrong."""
-    scheme, sep, _rest = value.strip().partition("://")
+    """A ws:// or wss:// URL, checked as an http(s) one (a host; a port, a path and a query
+    may follow); None for another scheme. ValueError says what is wrong."""
+    scheme, sep, rest = value.strip().partition("://")
     if not sep or scheme.lower() not in ("ws", "wss"):
         return None
-    match = _WS_URL.match(value.strip())
-    if match is None:
+    try:
+        check_url(f"http://{rest}")
+    except ValueError as exc:
+        if str(exc).startswith("port "):  # out of range: the same words
+            raise
         msg = f"{value!r} is not a ws:// or wss:// URL with a host"
-        raise ValueError(msg)
-    port = match.group(3)
-    if port is not None and not 0 < int(port[1:]) < 65536:
-        msg = f"port {port[1:]} is out of range"
-        raise ValueError(msg)
+        raise ValueError(msg) from None
     return value.strip()
 
 

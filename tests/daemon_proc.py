@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import urllib.request
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -173,3 +175,41 @@ def label_sets(text: str, name: str) -> list[dict[str, str]]:
         for s in family.samples
         if s.name == name
     ]
+
+
+async def run_command(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """Run ``uptime-monitor ARGS`` (e.g. ``check``) from a temporary directory, with ``env``
+    added to the environment: (exit code, stdout, stderr)."""
+    process = await asyncio.create_subprocess_exec(
+        *command(*args),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+        cwd=tempfile.gettempdir(),
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def promtool_verdict(text: str) -> tuple[int, bytes] | None:
+    """``promtool check metrics`` on an exposition: (exit code, output); None where promtool
+    is missing, which fails the test on CI (`make test` installs it)."""
+    import pytest
+
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        if os.environ.get("CI"):
+            pytest.fail("promtool is missing: `make test` installs the Debian package prometheus")
+        return None
+    check = await asyncio.create_subprocess_exec(
+        promtool,
+        "check",
+        "metrics",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await check.communicate(text.encode())
+    assert check.returncode is not None
+    return check.returncode, out
