@@ -340,6 +340,17 @@ class TestReply:
         )
         assert (result.reason, result.error) == ("response", error)
 
+    async def test_a_server_that_never_stops_does_not_hold_the_close(
+        self, checker: Checker, ws_url: str
+    ) -> None:
+        """The close after a passing check waits at most a second for the server's close
+        frame, however many messages keep coming instead."""
+        started = time.perf_counter()
+        check = checker.check(target(f"{ws_url}/flood", ws={"expect": "x{1000}"}))
+        result = await asyncio.wait_for(check, 10)  # not forever, should it regress
+        assert result.reason == "ok"
+        assert time.perf_counter() - started < 3.0
+
     async def test_send_without_expect_does_not_wait(
         self, checker: Checker, ws_url: str, seen: WebSocketSeen
     ) -> None:

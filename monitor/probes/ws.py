@@ -93,9 +93,10 @@ class WsProbe:
         progress: _Progress | None = None
         socket: aiohttp.ClientWebSocketResponse | None = None
         talked = False  # to the end: only then is the WebSocket closed politely
-        session = _session(target)
+        session: aiohttp.ClientSession | None = None
         try:
             progress = _Progress(target)
+            session = _session(target)
             async with asyncio.timeout(target.timeout_s):
                 socket = await session.ws_connect(
                     target.url,
@@ -300,14 +301,17 @@ def _finish(timing: _Timing, progress: _Progress) -> None:
 
 
 async def _close(
-    session: aiohttp.ClientSession, socket: aiohttp.ClientWebSocketResponse | None
+    session: aiohttp.ClientSession | None, socket: aiohttp.ClientWebSocketResponse | None
 ) -> None:
     """Say goodbye with a close frame after a check that went well (a WebSocket server logs
     a dropped connection as an abnormal closure); the session drops everything else."""
     try:
         if socket is not None:
-            await socket.close()  # waits at most _CLOSE_S for the server's close frame
-    except (aiohttp.ClientError, OSError):
+            # aiohttp's own bound is per message read: a server still sending would hold it.
+            async with asyncio.timeout(_CLOSE_S):
+                await socket.close()
+    except (aiohttp.ClientError, OSError, TimeoutError):
         pass
     finally:
-        await session.close()
+        if session is not None:
+            await session.close()
