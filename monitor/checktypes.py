@@ -15,7 +15,9 @@ import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
-ProbeType = Literal["http", "tcp", "tls", "dns", "icmp", "grpc"]
+from monitor.configvalues import check_url
+
+ProbeType = Literal["http", "tcp", "tls", "dns", "icmp", "grpc", "ws"]
 # Schemes are case-insensitive, as RFC 3986 says.
 _TYPE_OF_SCHEME: dict[str, ProbeType] = {
     "http": "http",
@@ -26,6 +28,8 @@ _TYPE_OF_SCHEME: dict[str, ProbeType] = {
     "icmp": "icmp",
     "grpc": "grpc",
     "grpcs": "grpc",
+    "ws": "ws",
+    "wss": "ws",
 }
 _SCHEMES_OF_TYPE: dict[ProbeType, str] = {
     "http": "http(s)://",
@@ -34,6 +38,7 @@ _SCHEMES_OF_TYPE: dict[ProbeType, str] = {
     "dns": "dns://",
     "icmp": "icmp://",
     "grpc": "grpc(s)://",
+    "ws": "ws(s)://",
 }
 _STREAM_URL = re.compile(r"(?i)^(tcp|tls|grpc|grpcs)://(.*)$")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")  # RFC 3986
@@ -43,7 +48,7 @@ _DNS_URL = re.compile(r"(?i)^dns://(.*)$")
 # Options only some types have, as YAML key paths, and the types that have them.
 OPTIONS_OF_TYPES: dict[tuple[str, ...], tuple[ProbeType, ...]] = {
     ("method",): ("http",),
-    ("headers",): ("http",),
+    ("headers",): ("http", "ws"),
     ("body",): ("http",),
     ("follow_redirects",): ("http",),
     ("max_redirects",): ("http",),
@@ -61,6 +66,7 @@ OPTIONS_OF_TYPES: dict[tuple[str, ...], tuple[ProbeType, ...]] = {
     ("expect", "headers"): ("http",),
     ("proxy",): ("http",),
     ("grpc",): ("grpc",),
+    ("ws",): ("ws",),
 }
 
 
@@ -118,6 +124,22 @@ def check_dns_url(value: str) -> str | None:
     if where.group(2) is not None and not 0 < int(where.group(2)[1:]) < 65536:
         msg = f"port {where.group(2)[1:]} is out of range"
         raise ValueError(msg)
+    return value.strip()
+
+
+def check_ws_url(value: str) -> str | None:
+    """A ws:// or wss:// URL, checked as an http(s) one (a host; a port, a path and a query
+    may follow); None for another scheme. ValueError says what is wrong."""
+    scheme, sep, rest = value.strip().partition("://")
+    if not sep or scheme.lower() not in ("ws", "wss"):
+        return None
+    try:
+        check_url(f"http://{rest}")
+    except ValueError as exc:
+        if str(exc).startswith("port "):  # out of range: the same words
+            raise
+        msg = f"{value!r} is not a ws:// or wss:// URL with a host"
+        raise ValueError(msg) from None
     return value.strip()
 
 

@@ -28,6 +28,7 @@ from monitor.checktypes import (
     check_dns_url,
     check_icmp_url,
     check_stream_url,
+    check_ws_url,
     foreign_options,
     type_of,
     unsupported_scheme,
@@ -50,7 +51,7 @@ from monitor.configvalues import (
     parse_duration,
 )
 from monitor.httpoptions import ExpectedHeaders, JsonAssertion, ProxyUrl
-from monitor.probeoptions import DNS, GRPC, ICMP, TCP, icmp_fits
+from monitor.probeoptions import DNS, GRPC, ICMP, TCP, WS, icmp_fits
 from monitor.redaction import safe_url
 from monitor.tlsfiles import check_client_certificate
 
@@ -205,7 +206,7 @@ class Alerts(Strict):
 
 def _check_target_url(value: str) -> str:
     """http(s) as for notifiers; tcp:// and tls:// are a host and a port, nothing else;
-    dns:// a resolver and an optional port; icmp:// a host alone."""
+    dns:// a resolver and an optional port; icmp:// a host alone; ws:// and wss:// as http(s)."""
     # An http(s) URL's problems name http(s) alone, as before tcp:// and tls:// (tests and
     # scripts match the words); the README's table lists every scheme, and so does the
     # message for a scheme none has.
@@ -213,7 +214,12 @@ def _check_target_url(value: str) -> str:
     if wrong_scheme is not None:
         msg = f"{value!r}: {wrong_scheme}"
         raise ValueError(msg)
-    stream = check_stream_url(value) or check_dns_url(value) or check_icmp_url(value)
+    stream = (
+        check_stream_url(value)
+        or check_dns_url(value)
+        or check_icmp_url(value)
+        or check_ws_url(value)
+    )
     return check_url(value) if stream is None else stream
 
 
@@ -233,7 +239,8 @@ class TargetOptions(Strict):
     )
     method: HttpMethod = "GET"
     headers: Headers = Field(
-        default_factory=dict, description="request headers; use ${VAR} for secrets"
+        default_factory=dict,
+        description="request headers (ws(s)://: of the upgrade request); use ${VAR} for secrets",
     )
     body: str | None = Field(default=None, description="request body")
     follow_redirects: bool = True
@@ -246,7 +253,8 @@ class TargetOptions(Strict):
     max_body_bytes: int = Field(
         default=1 << 20,
         ge=0,
-        description="read at most this many bytes of the body (of the reply for tcp:// and tls://)",
+        description="read at most this many bytes of the body (of the reply for tcp://, tls:// "
+        "and ws(s)://)",
     )
     ip_version: IpVersion = Field(
         default="any",
@@ -258,6 +266,7 @@ class TargetOptions(Strict):
     tcp: TCP = Field(default_factory=TCP)
     icmp: ICMP = Field(default_factory=ICMP)
     grpc: GRPC = Field(default_factory=GRPC)
+    ws: WS = Field(default_factory=WS)
     alerts: Alerts = Field(default_factory=Alerts)
     labels: dict[LabelName, str] = Field(
         default_factory=dict, description="static labels, exported on monitor_target_info"
@@ -281,7 +290,8 @@ class Target(TargetOptions):
     name: Name = Field(description="unique; letters, digits, _ . -")
     url: Annotated[str, AfterValidator(_check_target_url)] = Field(
         description="http:// or https:// URL, or tcp://host:port or tls://host:port, or "
-        "dns://resolver[:port], or icmp://host, or grpc://host:port or grpcs://host:port"
+        "dns://resolver[:port], or icmp://host, or grpc://host:port or grpcs://host:port, or ws:// "
+        "or wss:// URL"
     )
 
     @model_validator(mode="before")
@@ -319,7 +329,7 @@ class Target(TargetOptions):
         if kind is None:
             return self
         set_keys: dict[str, Any] = dict.fromkeys(self.model_fields_set)
-        for block in ("expect", "tcp", "icmp", "grpc"):
+        for block in ("expect", "tcp", "icmp", "grpc", "ws"):
             if block in set_keys:
                 options = getattr(self, block)
                 fields = type(options).model_fields  # YAML keys: a field's alias (expect.json)
@@ -478,7 +488,18 @@ class MonitorFile(Strict):
 
 
 # Keys whose mappings merge key by key from ``defaults`` into a target.
-MERGED_MAPPINGS = ("headers", "expect", "tls", "tcp", "labels", "alerts", "dns", "icmp", "grpc")
+MERGED_MAPPINGS = (
+    "headers",
+    "expect",
+    "tls",
+    "tcp",
+    "labels",
+    "alerts",
+    "dns",
+    "icmp",
+    "grpc",
+    "ws",
+)
 
 
 def json_schema() -> dict[str, Any]:

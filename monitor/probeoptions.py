@@ -1,6 +1,6 @@
 """The options of each type of check but HTTP's: one block per type, named after it
-(``tcp:``, ``dns:``, ``icmp:``, ``grpc:``), checked by :mod:`monitor.checktypes` to sit
-only on targets of that type.
+(``tcp:``, ``dns:``, ``icmp:``, ``grpc:``, ``ws:``), checked by :mod:`monitor.checktypes`
+to sit only on targets of that type.
 """
 
 from __future__ import annotations
@@ -221,4 +221,20 @@ class GRPC(Strict):
         default="",
         description="the service name asked of grpc.health.v1.Health/Check; empty (the "
         "default): the server as a whole",
+    )
+
+
+class WS(Strict):
+    """What ws:// and wss:// targets send once the WebSocket is open, and what a reply
+    must match."""
+
+    send: str | None = Field(
+        default=None,
+        description="text message sent once the WebSocket is open, e.g. a JSON ping",
+    )
+    expect: Annotated[str | None, AfterValidator(compile_regex)] = Field(
+        default=None,
+        description="regular expression (Python syntax) a message must match (text as UTF-8, "
+        f"binary as it is), read up to max_body_bytes; at most {MAX_REGEX_CHARS:,} characters",
+        json_schema_extra={"maxLength": MAX_REGEX_CHARS},
     )

@@ -179,13 +179,14 @@ def label_sets(text: str, name: str) -> list[dict[str, str]]:
     ]
 
 
-async def run_command(*args: str) -> tuple[int, str, str]:
-    """``uptime-monitor ARGS`` run to its end (at most 60 s) outside the repository: its exit
-    code, stdout and stderr."""
+async def run_command(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """``uptime-monitor ARGS`` run to its end (at most 60 s) outside the repository, with
+    ``env`` added to the environment: its exit code, stdout and stderr."""
     process = await asyncio.create_subprocess_exec(
         *command(*args),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **(env or {})},
         cwd=tempfile.gettempdir(),
     )
     out, err = await asyncio.wait_for(process.communicate(), 60)

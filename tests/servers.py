@@ -14,6 +14,7 @@ without a trailing slash (``http://127.0.0.1:41234``); append the path yourself.
   yields its port; :func:`blocking_tls_server` is a TLS server on blocking sockets, whose
   failed handshakes send OpenSSL's alert as most servers do (asyncio's close without it).
 - :class:`PortZeroController` is aiosmtpd's SMTP server on a free port.
+- :func:`websocket_app` is an app of WebSocket endpoints, well and badly behaved.
 """
 
 from __future__ import annotations
@@ -295,3 +296,102 @@ class Inbox:
             while len(self.received) < count:
                 self._arrived.clear()
                 await self._arrived.wait()
+
+
+@dataclass
+class WebSocketSeen:
+    """What :func:`websocket_app` saw: each upgrade request's headers, each message, and
+    the close code of each /ping connection once it ended (``ended`` is set then)."""
+
+    headers: list[dict[str, str]] = field(default_factory=list)
+    messages: list[str | bytes] = field(default_factory=list)
+    close_codes: list[int | None] = field(default_factory=list)
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+    reply: str = "+PONG"  # what /ping answers; a test may change it
+
+
+def websocket_app(seen: WebSocketSeen) -> web.Application:
+    """An aiohttp app of WebSocket endpoints (serve it with :func:`serve_app`):
+
+    - ``/ping`` answers each message with ``seen.reply``; ``/echo`` with ``echo:`` and it;
+    - ``/hello`` says ``hello`` once open; ``/binary`` sends ``b"\\x00\\x01PONG"`` once open;
+    - ``/silent`` never says anything; ``/close`` closes at once (code 1008, "bad token");
+      ``/hangup`` drops the connection without a close frame once a message comes;
+    - ``/flood`` sends 1000-byte text messages until the client goes;
+    - ``/plain`` answers 200 without upgrading, ``/forbidden`` 403, ``/moved`` a 302 to /ping.
+    """
+
+    async def socket(request: web.Request) -> web.WebSocketResponse:
+        seen.headers.append(dict(request.headers))
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        return ws
+
+    async def ping(request: web.Request) -> web.WebSocketResponse:
+        ws = await socket(request)
+        async for message in ws:
+            seen.messages.append(message.data)
+            await ws.send_str(seen.reply)
+        seen.close_codes.append(ws.close_code)
+        seen.ended.set()
+        return ws
+
+    async def echo(request: web.Request) -> web.WebSocketResponse:
+        ws = await socket(request)
+        async for message in ws:
+            seen.messages.append(message.data)
+            await ws.send_str(f"echo:{message.data}")
+        return ws
+
+    async def says(request: web.Request) -> web.WebSocketResponse:
+        ws = await socket(request)
+        if request.path == "/hello":
+            await ws.send_str("hello")
+        else:
+            await ws.send_bytes(b"\x00\x01PONG")
+        async for _message in ws:
+            pass
+        return ws
+
+    async def silent(request: web.Request) -> web.WebSocketResponse:
+        ws = await socket(request)
+        async for _message in ws:
+            pass
+        return ws
+
+    async def close(request: web.Request) -> web.WebSocketResponse:
+        ws = await socket(request)
+        await ws.close(code=1008, message=b"bad token")
+        return ws
+
+    async def hangup(request: web.Request) -> web.WebSocketResponse:
+        ws = await socket(request)
+        await ws.receive()
+        assert request.transport is not None
+        request.transport.close()
+        return ws
+
+    async def flood(request: web.Request) -> web.WebSocketResponse:
+        ws = await socket(request)
+        while not ws.closed:
+            await ws.send_str("x" * 1000)
+        return ws
+
+    async def status(request: web.Request) -> web.StreamResponse:
+        seen.headers.append(dict(request.headers))
+        if request.path == "/moved":
+            raise web.HTTPFound("/ping")
+        if request.path == "/forbidden":
+            raise web.HTTPForbidden(text="no token")
+        return web.Response(text="hello")
+
+    app = web.Application()
+    app.router.add_get("/ping", ping)
+    app.router.add_get("/echo", echo)
+    for path, handler in (("/hello", says), ("/binary", says), ("/silent", silent)):
+        app.router.add_get(path, handler)
+    for path, handler in (("/close", close), ("/hangup", hangup), ("/flood", flood)):
+        app.router.add_get(path, handler)
+    for path in ("/plain", "/forbidden", "/moved"):
+        app.router.add_get(path, status)
+    return app

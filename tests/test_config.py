@@ -476,8 +476,8 @@ class TestProblems:
         assert problems(f"defaults:\n  {key}: 1\n" + ONE_TARGET) == [
             f"m.yaml:2: defaults.{key}: unknown key {key!r} (known keys: interval, timeout, "
             "method, headers, body, follow_redirects, max_redirects, reuse_connections, "
-            "max_body_bytes, ip_version, expect, tls, tcp, icmp, grpc, alerts, labels, locations, "
-            "dns, proxy)"
+            "max_body_bytes, ip_version, expect, tls, tcp, icmp, grpc, ws, alerts, labels, "
+            "locations, dns, proxy)"
         ]
 
     def test_field_names_are_not_yaml_keys(self) -> None:

@@ -112,7 +112,8 @@ class TestOptionsPerType:
         only_http = "is an option of http(s):// targets, not of tcp:// ones"
         assert problems(text) == [
             f"m.yaml:4: targets[0].method: 'method' {only_http}",
-            f"m.yaml:5: targets[0].headers: 'headers' {only_http}",
+            "m.yaml:5: targets[0].headers: 'headers' is an option of http(s):// and ws(s):// "
+            "targets, not of tcp:// ones",
             f"m.yaml:6: targets[0].expect.status: 'status' {only_http}",
             f"m.yaml:6: targets[0].expect.body_contains: 'body_contains' {only_http}",
             "m.yaml:8: targets[0].timeout: timeout (10s) is longer than interval (5s): "

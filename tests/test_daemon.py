@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import shutil
 import signal
-import tempfile
 from pathlib import Path
 
 import aiohttp
 import pytest
 from aiohttp import web
-from daemon_proc import command, first_slot_name, run_daemon
+from daemon_proc import assert_promtool_accepts, first_slot_name, run_daemon
+from daemon_proc import run_command as _run
 from prometheus_client.parser import text_string_to_metric_families
 from servers import serve_app
 
@@ -46,19 +44,6 @@ def _app() -> tuple[web.Application, asyncio.Event]:
 def _write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
-
-
-async def _run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        *command(*args),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, **(env or {})},
-        cwd=tempfile.gettempdir(),
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
 
 
 class TestDaemon:
@@ -108,17 +93,7 @@ targets:
                     >= 1
                 )
                 assert any(name == "process_resident_memory_bytes" for name, _ in samples)
-                if shutil.which("promtool"):
-                    check = await asyncio.create_subprocess_exec(
-                        "promtool",
-                        "check",
-                        "metrics",
-                        stdin=asyncio.subprocess.PIPE,
-                        stdout=asyncio.subprocess.PIPE,
-                        stderr=asyncio.subprocess.STDOUT,
-                    )
-                    out, _ = await check.communicate(text.encode())
-                    assert check.returncode == 0, out.decode()
+                await assert_promtool_accepts(text)
 
                 async with (
                     aiohttp.ClientSession() as client,

@@ -181,7 +181,7 @@ class TestExamples:
     def test_commented_out_targets_are_valid_too(self) -> None:
         """Uncommenting the example's extra targets gives a file that loads."""
         text = _with_real_ca_file(_uncommented(EXAMPLE.read_text(encoding="utf-8")))
-        environ = {"API_TOKEN": "secret", "PROXY_PASSWORD": "pw"}
+        environ = {"API_TOKEN": "secret", "PROXY_PASSWORD": "pw", "FEED_TOKEN": "f33d"}
         config = parse_config(text, "uncommented.yaml", environ)
         assert [(t.name, t.headers.get("Authorization")) for t in config.targets] == [
             ("monitor-self", None),
@@ -198,13 +198,19 @@ class TestExamples:
             ("gateway", None),
             ("orders-api", None),
             ("cart-grpc", None),
+            ("live-feed", "Bearer f33d"),
         ]
 
     def test_commented_out_notifiers_are_valid_too(self) -> None:
         """Uncommenting the example's notifiers (and targets) gives all five types, in use."""
         text = _uncommented(_notifiers_uncommented(EXAMPLE.read_text(encoding="utf-8")))
         text = _with_real_ca_file(text)
-        environ = {"API_TOKEN": "secret", "PROXY_PASSWORD": "pw", **SECRETS}
+        environ = {
+            "API_TOKEN": "secret",
+            "PROXY_PASSWORD": "pw",
+            "FEED_TOKEN": "f33d",
+            **SECRETS,
+        }
         config = parse_config(text, "uncommented.yaml", environ)
         assert {type(n) for n in config.notifiers} == set(NOTIFIER_MODELS)
         assert config.defaults.alerts.notifiers == ("ops-webhook", "team-slack")

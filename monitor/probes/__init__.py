@@ -15,6 +15,7 @@ type's probe lives here:
 - :mod:`~monitor.probes.icmp`: icmp://host, echo requests (ping);
 - :mod:`~monitor.probes.grpc`: grpc://host:port and grpcs://host:port, the gRPC health check
   (grpc is imported only once such a target is checked);
+- :mod:`~monitor.probes.ws`: ws:// and wss:// URLs (a WebSocket, timed by HTTP's hooks);
 - :mod:`~monitor.probes.stream`: what those two share (connect, TLS, send and expect);
 - :mod:`~monitor.probes.starttls`: the STARTTLS exchanges;
 - :mod:`~monitor.probes.base`: the result and its reasons, the :class:`Probe` protocol
@@ -41,6 +42,7 @@ from monitor.probes.http import HttpProbe
 from monitor.probes.icmp import IcmpProbe
 from monitor.probes.tcp import TcpProbe
 from monitor.probes.tls import TlsProbe
+from monitor.probes.ws import WsProbe
 
 PROBES: dict[str, type[Probe]] = {
     "tcp": TcpProbe,
@@ -49,4 +51,5 @@ PROBES: dict[str, type[Probe]] = {
     "icmp": IcmpProbe,
     "http": HttpProbe,
     "grpc": GrpcProbe,
+    "ws": WsProbe,
 }

@@ -116,12 +116,12 @@ async def run(
         duration_s=time.perf_counter() - t0,
         started_at=started_at,
         phases_s=progress.phases if progress is not None else {},
-        tls_expiry_ts=_expiry(kit, progress),
+        tls_expiry_ts=expiry(kit, progress),
         error=error,
     )
 
 
-def _expiry(kit: ProbeKit, progress: Progress | None) -> float | None:
+def expiry(kit: ProbeKit, progress: Progress | None) -> float | None:
     # A certificate cryptography cannot read has no expiry, rather than no result (the kit's).
     return None if progress is None else kit.expiry(progress.cert_der)
 
