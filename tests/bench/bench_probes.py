@@ -154,6 +154,8 @@ def serve(ca_dir: Path) -> None:
         ports.update(await _serve_grpc(cert_pem, key_pem))
         print(json.dumps(ports), flush=True)
         await stop.wait()
+        for server in _SERVERS:
+            await server.stop(None)
 
     asyncio.run(main())
 
