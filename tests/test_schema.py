@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from ruamel.yaml import YAML
 
 from monitor.config import TLS, Alerts, Expect, MonitorFile, Notifier, Target, json_schema
+from monitor.history import HistoryOptions
 from monitor.loader import ConfigError, load_config, parse_config
 from monitor.probeoptions import TCP
 
@@ -30,6 +31,7 @@ SHOWN_MODELS: tuple[type[BaseModel], ...] = (
     TCP,
     Alerts,
     *NOTIFIER_MODELS,
+    HistoryOptions,
 )
 EXPLAINED_MODELS: tuple[type[BaseModel], ...] = (
     Target,
@@ -38,6 +40,7 @@ EXPLAINED_MODELS: tuple[type[BaseModel], ...] = (
     TCP,
     Alerts,
     *NOTIFIER_MODELS,
+    HistoryOptions,
 )
 # The secrets the example's commented-out notifiers read from the environment.
 SECRETS = {
