@@ -240,7 +240,7 @@ def _minus(spans: list[Interval], cut: list[Interval]) -> list[Interval]:
 
 
 def _length(spans: Iterable[Interval]) -> float:
-    return sum(hi - lo for lo, hi in spans)
+    return sum((hi - lo for lo, hi in spans), 0.0)
 
 
 def _clip(spans: Iterable[Interval], lo: float, hi: float) -> list[Interval]:
