@@ -181,16 +181,19 @@ def test_stats_of_a_window() -> None:
     }
 
 
+NOTHING_MONITORED = {
+    "uptime_percent": None,
+    "incidents": 0,
+    "downtime_s": 0.0,
+    "mttr_s": None,
+    "longest_outage_s": 0.0,
+    "latency_mean_s": None,
+    "latency_p95_s": None,
+    "maintenance_s": 0.0,
+    "degraded_s": 0.0,
+}
+
+
 def test_stats_with_nothing_monitored() -> None:
     """A target never checked: no uptime, no latency, zero counts."""
-    assert stats([], 0, 1000, first_seen=None, now=NOW, totals=None) == {
-        "uptime_percent": None,
-        "incidents": 0,
-        "downtime_s": 0.0,
-        "mttr_s": None,
-        "longest_outage_s": 0.0,
-        "latency_mean_s": None,
-        "latency_p95_s": None,
-        "maintenance_s": 0.0,
-        "degraded_s": 0.0,
-    }
+    assert stats([], 0, 1000, first_seen=None, now=NOW, totals=None) == NOTHING_MONITORED

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from fleet_store_contract import Decider
+from test_history import NOTHING_MONITORED
 
 from monitor.history import one_check
 from monitor.loader import load_config
@@ -41,18 +42,7 @@ MAY_FIRST = {
     "maintenance_s": 0.0,
     "degraded_s": 300.0,
 }
-NEVER_CHECKED = {
-    "target": "web",
-    "uptime_percent": None,
-    "incidents": 0,
-    "downtime_s": 0.0,
-    "mttr_s": None,
-    "longest_outage_s": 0.0,
-    "latency_mean_s": None,
-    "latency_p95_s": None,
-    "maintenance_s": 0.0,
-    "degraded_s": 0.0,
-}
+NEVER_CHECKED = {"target": "web", **NOTHING_MONITORED}
 
 
 async def write_history(store: StateStore) -> None:

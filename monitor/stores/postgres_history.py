@@ -15,25 +15,11 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Json
 
-from monitor.history import BUCKET_COUNT, DAY_S, Incident, Rollup, Transition, summed
+from monitor.history import DAY_S, Incident, Rollup, Transition, summed
+from monitor.stores import history_sql as sql
 
 Connection = psycopg.AsyncConnection[tuple[Any, ...]]
 
-_BUCKETS = ", ".join(f"b{i}" for i in range(BUCKET_COUNT))
-_ROLLUP_TABLE = """
-CREATE TABLE {name} (
-    start bigint NOT NULL,
-    target text NOT NULL,
-    location text NOT NULL,
-    count integer NOT NULL,
-    failures integer NOT NULL,
-    latency_sum double precision NOT NULL,
-    latency_max double precision NOT NULL,
-    {buckets},
-    PRIMARY KEY (start, target, location)
-);
-"""
-_BUCKET_COLUMNS = ", ".join(f"b{i} integer NOT NULL" for i in range(BUCKET_COUNT))
 SCHEMA = (
     """
 CREATE TABLE history_incident (
@@ -52,28 +38,12 @@ CREATE TABLE history_target (
     first_seen double precision NOT NULL
 );
 """
-    + _ROLLUP_TABLE.format(name="history_hourly", buckets=_BUCKET_COLUMNS)
-    + _ROLLUP_TABLE.format(name="history_daily", buckets=_BUCKET_COLUMNS)
+    + sql.rollup_table("history_hourly", sqlite=False)
+    + sql.rollup_table("history_daily", sqlite=False)
 )
 
-_ADD = (
-    "INSERT INTO {table} AS t (start, target, location, count, failures, latency_sum,"
-    " latency_max, "
-    + _BUCKETS
-    + ") VALUES ("
-    + ", ".join(["%s"] * (7 + BUCKET_COUNT))
-    + ") ON CONFLICT (start, target, location) DO UPDATE SET count = t.count + excluded.count,"
-    " failures = t.failures + excluded.failures,"
-    " latency_sum = t.latency_sum + excluded.latency_sum,"
-    " latency_max = greatest(t.latency_max, excluded.latency_max)"
-    + "".join(f", b{i} = t.b{i} + excluded.b{i}" for i in range(BUCKET_COUNT))
-)
-_FIRST_SEEN = (
-    "INSERT INTO history_target AS t (target, first_seen) VALUES (%s, %s) ON CONFLICT (target)"
-    " DO UPDATE SET first_seen = least(t.first_seen, excluded.first_seen)"
-)
+_FIRST_SEEN = sql.first_seen("%s", "least")
 _CLOSE = "UPDATE history_incident SET closed = %s WHERE id = %s AND closed IS NULL"
-_INCIDENT_COLUMNS = "id, target, state, opened, closed, reason, error, locations"
 
 
 async def apply(conn: Connection, changes: Iterable[Transition | None]) -> None:
@@ -97,7 +67,7 @@ async def apply(conn: Connection, changes: Iterable[Transition | None]) -> None:
             await cur.executemany(_CLOSE, closed)
         if opened:
             await cur.executemany(
-                f"INSERT INTO history_incident ({_INCIDENT_COLUMNS})"
+                f"INSERT INTO history_incident ({sql.INCIDENT_COLUMNS})"
                 " VALUES (%s, %s, %s, %s, NULL, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
                 opened,
             )
@@ -123,7 +93,7 @@ async def add_rollups(conn: Connection, rollups: Sequence[Rollup]) -> None:
     async with conn.transaction(), conn.cursor() as cur:
         for table, rows in (("history_hourly", hourly), ("history_daily", daily)):
             await cur.executemany(
-                _ADD.format(table=table),
+                sql.add_rollup(table, "%s", "greatest"),
                 [(*key, *_counts(rows[key])) for key in sorted(rows)],
             )
         await cur.executemany(_FIRST_SEEN, sorted(firsts.items()))
@@ -160,11 +130,7 @@ async def prune(
 # -- reads -----------------------------------------------------------------------------------
 async def incidents(conn: Connection, start: float, end: float) -> list[Incident]:
     """The incidents overlapping [start, end), by target and start."""
-    cur = await conn.execute(
-        f"SELECT {_INCIDENT_COLUMNS} FROM history_incident"
-        " WHERE opened < %s AND (closed IS NULL OR closed > %s) ORDER BY target, opened",
-        (end, start),
-    )
+    cur = await conn.execute(sql.incidents("%s"), (end, start))
     return [
         Incident(r[0], r[1], r[2], r[3], r[4], r[5], r[6], tuple(r[7]))
         for r in await cur.fetchall()
@@ -174,12 +140,7 @@ async def incidents(conn: Connection, start: float, end: float) -> list[Incident
 async def totals(conn: Connection, daily: bool, start: float, end: float) -> dict[str, Rollup]:
     """Each target's rollups with a start in [start, end) added up (every location)."""
     table = "history_daily" if daily else "history_hourly"
-    sums = ", ".join(f"sum(b{i})" for i in range(BUCKET_COUNT))
-    cur = await conn.execute(
-        f"SELECT target, sum(count), sum(failures), sum(latency_sum), max(latency_max), {sums}"
-        f" FROM {table} WHERE start >= %s AND start < %s GROUP BY target",
-        (start, end),
-    )
+    cur = await conn.execute(sql.totals(table, "%s"), (start, end))
     return {row[0]: summed(row, start) for row in await cur.fetchall()}
 
 

@@ -15,22 +15,9 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from monitor.history import BUCKET_COUNT, DAY_S, Incident, Rollup, Transition, summed
+from monitor.history import DAY_S, Incident, Rollup, Transition, summed
+from monitor.stores import history_sql as sql
 
-_BUCKETS = ", ".join(f"b{i}" for i in range(BUCKET_COUNT))
-_BUCKET_COLUMNS = "".join(f", b{i} INTEGER NOT NULL" for i in range(BUCKET_COUNT))
-_ROLLUP_TABLE = """
-CREATE TABLE IF NOT EXISTS {name} (
-    start INTEGER NOT NULL,
-    target TEXT NOT NULL,
-    location TEXT NOT NULL,
-    count INTEGER NOT NULL,
-    failures INTEGER NOT NULL,
-    latency_sum REAL NOT NULL,
-    latency_max REAL NOT NULL{buckets},
-    PRIMARY KEY (start, target, location)
-) WITHOUT ROWID;
-"""
 SCHEMA = (
     """
 CREATE TABLE IF NOT EXISTS history_incident (
@@ -49,26 +36,11 @@ CREATE TABLE IF NOT EXISTS history_target (
     first_seen REAL NOT NULL
 );
 """
-    + _ROLLUP_TABLE.format(name="history_hourly", buckets=_BUCKET_COLUMNS)
-    + _ROLLUP_TABLE.format(name="history_daily", buckets=_BUCKET_COLUMNS)
+    + sql.rollup_table("history_hourly", sqlite=True)
+    + sql.rollup_table("history_daily", sqlite=True)
 )
 
-_ADD = (
-    "INSERT INTO {table} (start, target, location, count, failures, latency_sum, latency_max, "
-    + _BUCKETS
-    + ") VALUES ("
-    + ", ".join("?" * (7 + BUCKET_COUNT))
-    + ") ON CONFLICT (start, target, location) DO UPDATE SET count = count + excluded.count,"
-    " failures = failures + excluded.failures,"
-    " latency_sum = latency_sum + excluded.latency_sum,"
-    " latency_max = max(latency_max, excluded.latency_max)"
-    + "".join(f", b{i} = b{i} + excluded.b{i}" for i in range(BUCKET_COUNT))
-)
-_FIRST_SEEN = (
-    "INSERT INTO history_target (target, first_seen) VALUES (?, ?) ON CONFLICT (target)"
-    " DO UPDATE SET first_seen = min(first_seen, excluded.first_seen)"
-)
-_INCIDENT_COLUMNS = "id, target, state, opened, closed, reason, error, locations"
+_FIRST_SEEN = sql.first_seen("?", "min")
 
 
 def apply(db: sqlite3.Connection, change: Transition | None) -> None:
@@ -81,7 +53,7 @@ def apply(db: sqlite3.Connection, change: Transition | None) -> None:
     if change.opened is not None:
         s = change.opened
         db.execute(
-            f"INSERT OR REPLACE INTO history_incident ({_INCIDENT_COLUMNS})"
+            f"INSERT OR REPLACE INTO history_incident ({sql.INCIDENT_COLUMNS})"
             " VALUES (?, ?, ?, ?, NULL, ?, ?, ?)",
             (s.id, s.target, s.state, s.start, s.reason, s.error, json.dumps(s.locations)),
         )
@@ -106,8 +78,8 @@ def add_rollups(db: sqlite3.Connection, rollups: Sequence[Rollup]) -> None:
     """Add each rollup to its hour's and its day's rows, inside the caller's transaction."""
     hourly = [_row(r, r.start) for r in rollups]
     daily = [_row(r, r.start // DAY_S * DAY_S) for r in rollups]
-    db.executemany(_ADD.format(table="history_hourly"), hourly)
-    db.executemany(_ADD.format(table="history_daily"), daily)
+    db.executemany(sql.add_rollup("history_hourly", "?", "max"), hourly)
+    db.executemany(sql.add_rollup("history_daily", "?", "max"), daily)
     firsts: dict[str, float] = {}
     for r in rollups:
         firsts[r.target] = min(r.first_at, firsts.get(r.target, r.first_at))
@@ -154,11 +126,7 @@ def prune(
 # -- reads -----------------------------------------------------------------------------------
 def incidents(db: sqlite3.Connection, start: float, end: float) -> list[Incident]:
     """The incidents overlapping [start, end), by target and start."""
-    rows = db.execute(
-        f"SELECT {_INCIDENT_COLUMNS} FROM history_incident"
-        " WHERE opened < ? AND (closed IS NULL OR closed > ?) ORDER BY target, opened",
-        (end, start),
-    ).fetchall()
+    rows = db.execute(sql.incidents("?"), (end, start)).fetchall()
     return [
         Incident(r[0], r[1], r[2], r[3], r[4], r[5], r[6], tuple(json.loads(r[7]))) for r in rows
     ]
@@ -167,12 +135,7 @@ def incidents(db: sqlite3.Connection, start: float, end: float) -> list[Incident
 def totals(db: sqlite3.Connection, daily: bool, start: float, end: float) -> dict[str, Rollup]:
     """Each target's rollups with a start in [start, end) added up (every location)."""
     table = "history_daily" if daily else "history_hourly"
-    sums = ", ".join(f"sum(b{i})" for i in range(BUCKET_COUNT))
-    rows = db.execute(
-        f"SELECT target, sum(count), sum(failures), sum(latency_sum), max(latency_max), {sums}"
-        f" FROM {table} WHERE start >= ? AND start < ? GROUP BY target",
-        (start, end),
-    ).fetchall()
+    rows = db.execute(sql.totals(table, "?"), (start, end)).fetchall()
     return {row[0]: summed(row, start) for row in rows}
 
 
