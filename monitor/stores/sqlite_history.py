@@ -53,7 +53,7 @@ def apply(db: sqlite3.Connection, change: Transition | None) -> None:
     if change.opened is not None:
         s = change.opened
         db.execute(
-            f"INSERT OR REPLACE INTO history_incident ({sql.INCIDENT_COLUMNS})"
+            f"INSERT OR IGNORE INTO history_incident ({sql.INCIDENT_COLUMNS})"
             " VALUES (?, ?, ?, ?, NULL, ?, ?, ?)",
             (s.id, s.target, s.state, s.start, s.reason, s.error, json.dumps(s.locations)),
         )
