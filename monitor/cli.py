@@ -50,8 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     once = commands.add_parser("check", help="check every target once")
     validate = commands.add_parser("validate", help="validate the config file")
     commands.add_parser("schema", help="print the JSON Schema of the config file")
+    report = commands.add_parser("report", help="uptime, incidents and latency per target")
 
-    for command in (daemon, once, validate):
+    for command in (daemon, once, validate, report):
         command.add_argument("--config", "-c", help="the YAML target file (MONITOR_CONFIG)")
     for command, default in ((daemon, "max_concurrency"), (once, "check_max_concurrency")):
         command.add_argument(
@@ -112,6 +113,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     once.add_argument("--target", "-t", action="append", default=[], help="only this target")
     once.add_argument("--format", choices=["table", "json"], default="table")
+    report.add_argument(
+        "--state", help="the state `run` writes: a SQLite file or postgresql:// URL"
+    )
+    report.add_argument("--state-file", help="SQLite state file (MONITOR_STATE_FILE)")
+    report.add_argument("--since", help="the window ending now, e.g. 7d (default 30d)")
+    report.add_argument("--from", dest="start", metavar="DATE", help="ISO 8601 date or time, UTC")
+    report.add_argument("--to", dest="end", metavar="DATE", help="a date: to its end (default now)")
+    report.add_argument("--target", "-t", action="append", default=[], help="only this target")
+    report.add_argument("--format", choices=["table", "csv", "json"], default="table")
     return parser
 
 
@@ -148,6 +158,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         count = len(config.targets)
         print(f"{settings.config}: ok, {count} target{'' if count == 1 else 's'}")
         return EXIT_OK
+    if args.command == "report":
+        from monitor.report import main as report
+
+        return report(
+            config,
+            settings.state_setting,
+            since=args.since,
+            start=args.start,
+            end=args.end,
+            targets=args.target,
+            fmt=args.format,
+        )
     return _check_once(config, settings, args.target, args.format)
 
 

@@ -50,6 +50,7 @@ from monitor.configvalues import (
     one_or_more,
     parse_duration,
 )
+from monitor.history import HistoryOptions
 from monitor.httpoptions import ExpectedHeaders, JsonAssertion, ProxyUrl
 from monitor.probeoptions import DNS, GRPC, ICMP, TCP, WS, icmp_fits
 from monitor.redaction import safe_url
@@ -485,6 +486,10 @@ class MonitorFile(Strict):
     defaults: DefaultOptions = Field(default_factory=DefaultOptions)
     notifiers: tuple[Notifier, ...] = Field(default=(), description="where alerts go")
     targets: tuple[Target, ...] = Field(min_length=1)
+    history: HistoryOptions = Field(
+        default_factory=HistoryOptions,
+        description="how long the history behind `uptime-monitor report` is kept",
+    )
 
 
 # Keys whose mappings merge key by key from ``defaults`` into a target.

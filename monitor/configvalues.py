@@ -25,14 +25,15 @@ _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 MAX_DURATION_S = 366 * 86400.0
 
 
-def parse_duration(value: object) -> float:
-    """Read ``500ms``, ``30s``, ``5m``, ``1h30m``, ``14d`` or plain seconds as seconds."""
+def parse_duration(value: object, *, max_s: float = MAX_DURATION_S) -> float:
+    """Read ``500ms``, ``30s``, ``5m``, ``1h30m``, ``14d`` or plain seconds as seconds; at
+    most ``max_s`` (history's retentions go beyond a year)."""
+    too_long = f"a duration must be at most {max_s / 86400:g}d"
     if isinstance(value, bool):
         msg = "expected a duration such as 30s, 5m or 1h30m"
         raise ValueError(msg)
     if isinstance(value, int) and abs(value) > 10**12:  # float() of a huge int overflows
-        msg = "a duration must be at most 366d"
-        raise ValueError(msg)
+        raise ValueError(too_long)
     if isinstance(value, int | float):
         seconds = float(value)
     elif isinstance(value, str):
@@ -55,9 +56,8 @@ def parse_duration(value: object) -> float:
     if not math.isfinite(seconds) or seconds <= 0:
         msg = "a duration must be a finite number greater than zero"
         raise ValueError(msg)
-    if seconds > MAX_DURATION_S:
-        msg = "a duration must be at most 366d"
-        raise ValueError(msg)
+    if seconds > max_s:
+        raise ValueError(too_long)
     return seconds
 
 

@@ -39,6 +39,7 @@ from monitor.logs import configure, log_check
 from monitor.membership import Membership
 from monitor.metrics import Metrics
 from monitor.reload import apply
+from monitor.rollups import Rollups
 from monitor.scheduling import Scheduler
 from monitor.settings import Settings
 from monitor.stores import StateFileError, open_store, redacted
@@ -67,6 +68,7 @@ class Service:
         self.checker = Checker(settings.max_concurrency)
         self.scheduler = Scheduler(self.checker.check, self._on_result)
         self.alerting: Alerting | None = None
+        self.rollups: Rollups | None = None  # history: checks counted per hour
         self.membership: Membership | None = None
         self.reload_status = ReloadStatus()
         self.registry = process_registry(
@@ -185,6 +187,10 @@ class Service:
             await self.alerting.start(targets, owned)
         except ConfigError as exc:
             raise StartupError(str(exc), EXIT_CONFIG) from None
+        self.rollups = Rollups(store, settings.location, self.config.history)
+        self.rollups.start().add_done_callback(
+            lambda t: None if t.cancelled() else self._task_died(t)
+        )
         _settle_memory()
         self.scheduler.start(owned)
         unchecked = [
@@ -225,6 +231,8 @@ class Service:
             stopping.cancel()
             await self.scheduler.stop(0)
         cancelled = 0 if stopping.cancelled() else stopping.result()
+        if self.rollups is not None:  # every check has ended: its count is in
+            await self.rollups.finish(0.0 if self.force_exit.is_set() else min(grace_s, 5.0))
         if self.alerting is not None:
             # Undelivered messages stay in the outbox for the next start.
             await self.alerting.stop(0.0 if self.force_exit.is_set() else min(grace_s, 5.0))
@@ -303,6 +311,8 @@ class Service:
             self.membership.expect(config.targets)
         if self.alerting is not None:
             await self.alerting.reload(config, diff, delivery, owned)
+        if self.rollups is not None:
+            self.rollups.retention = config.history
         _settle_memory()
         self.reload_status.ok(time.time())
         log.info("config_reloaded", **diff.summary())
@@ -367,6 +377,8 @@ class Service:
     def _on_result(self, target: Target, result: CheckResult, lateness_s: float) -> bool:
         self.metrics.observe(result)
         log_check(log, target, result, lateness_s)
+        if self.rollups is not None:
+            self.rollups.add(target.name, result)
         return self.alerting is not None and self.alerting.observe(target, result)
 
 

@@ -93,6 +93,10 @@ class TestOpening:
             assert tables == (
                 [
                     "fleet_state",
+                    "history_daily",
+                    "history_hourly",
+                    "history_incident",
+                    "history_target",
                     "instances",
                     "leases",
                     "location_state",

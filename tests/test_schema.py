@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from ruamel.yaml import YAML
 
 from monitor.config import TLS, Alerts, Expect, MonitorFile, Notifier, Target, json_schema
+from monitor.history import HistoryOptions
 from monitor.httpoptions import JsonAssertion
 from monitor.loader import ConfigError, load_config, parse_config
 from monitor.probeoptions import DNS, GRPC, ICMP, TCP, DnsExpect
@@ -36,6 +37,7 @@ SHOWN_MODELS: tuple[type[BaseModel], ...] = (
     DnsExpect,
     ICMP,
     JsonAssertion,
+    HistoryOptions,
 )
 EXPLAINED_MODELS: tuple[type[BaseModel], ...] = (
     Target,
@@ -49,6 +51,7 @@ EXPLAINED_MODELS: tuple[type[BaseModel], ...] = (
     DnsExpect,
     ICMP,
     JsonAssertion,
+    HistoryOptions,
 )
 # The secrets the example's commented-out notifiers read from the environment.
 SECRETS = {

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from monitor.history import Incident, Rollup, Transition, transition
 from monitor.incident import Notification
 from monitor.state import TargetState
 
@@ -124,7 +125,46 @@ class FleetOfOne:
         return frozenset(names)
 
 
-class StateStore(Protocol):
+def history_change(
+    name: str, prev: TargetState, view: FleetView, decision: Decision
+) -> Transition | None:
+    """What a decision writes to history (:func:`monitor.history.transition`), in the same
+    transaction: the incidents of the fleet's state, so once per incident in a fleet."""
+    new = decision.state
+    live = {loc: v.state for loc, v in view.verdicts.items() if loc in view.live}
+    return transition(
+        name,
+        prev.state,
+        prev.incident_id,
+        new.state,
+        new.since,
+        new.incident_id,
+        new.reason,
+        new.error,
+        live,
+    )
+
+
+class HistoryReader(Protocol):
+    """What ``uptime-monitor report`` reads (:mod:`monitor.history`)."""
+
+    async def incident_history(self, start: float, end: float) -> list[Incident]:
+        """The incidents overlapping [start, end), by target, then start."""
+        ...
+
+    async def rollup_totals(self, daily: bool, start: float, end: float) -> dict[str, Rollup]:
+        """Per target, its hourly (or daily) rollups whose hour (day) starts in [start, end),
+        added up over hours and locations (``location`` empty, ``first_at`` 0)."""
+        ...
+
+    async def first_seen(self) -> dict[str, float]:
+        """Each target's first check or first verdict, Unix seconds."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class StateStore(HistoryReader, Protocol):
     """Target state, verdicts and an outbox of notifications, written together.
 
     - :meth:`record` and :meth:`forget` write state and queue the messages it implies in one
@@ -177,6 +217,21 @@ class StateStore(Protocol):
 
     async def pending_counts(self) -> dict[str, int]:
         """How many messages wait, by notifier name."""
+        ...
+
+    # -- history (monitor.history) -----------------------------------------------------------
+    # record, record_many and forget also write the incidents of the fleet's state in their
+    # transaction: opened and closed as the fleet's state changes, closed when forgotten.
+    async def add_rollups(self, rollups: Sequence[Rollup]) -> None:
+        """Add each (hourly) rollup to its hour's and its day's rows, created if missing, and
+        lower its target's first_seen to its ``first_at``; one transaction: all or none."""
+        ...
+
+    async def prune_history(
+        self, hourly_before: float, daily_before: float, incidents_before: float, limit: int
+    ) -> int:
+        """Delete up to ``limit`` rows of each kind (hourly, daily, closed incidents) that
+        start (closed ones: end) before its cutoff; returns how many went (0: done)."""
         ...
 
     # -- the fleet (a fleet of one for a file) ---------------------------------------------

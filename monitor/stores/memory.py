@@ -6,9 +6,11 @@ recording.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
+from monitor.history import DAY_S, Incident, Rollup, Transition, window_incidents
 from monitor.incident import Notification
 from monitor.state import INCIDENT_STATES, TargetState
 from monitor.stores.base import (
@@ -21,6 +23,7 @@ from monitor.stores.base import (
     Record,
     Stored,
     Subject,
+    history_change,
 )
 
 
@@ -33,6 +36,10 @@ class MemoryStore(FleetOfOne):
         self.verdicts: dict[str, dict[str, TargetState]] = {}  # target → location → verdict
         self.outbox: dict[int, Pending] = {}  # insertion order is id order
         self._next_id = 1
+        self.incident_log: dict[str, Incident] = {}  # by id
+        self.seen: dict[str, float] = {}  # target → first_seen
+        self.hourly: dict[tuple[int, str, str], Rollup] = {}  # (start, target, location) →
+        self.daily: dict[tuple[int, str, str], Rollup] = {}
 
     async def load(self, location: str) -> dict[str, Stored]:
         return {
@@ -48,7 +55,9 @@ class MemoryStore(FleetOfOne):
         prev = saved.state if saved is not None else TargetState()
         verdicts = {**self.verdicts.get(subject.name, {}), location: _persisted(verdict)}
         live = self.live | {location}
-        decision = decide(FleetView(prev, verdicts, live))  # may raise: nothing changed yet
+        view = FleetView(prev, verdicts, live)
+        decision = decide(view)  # may raise: nothing changed yet
+        self._history(history_change(subject.name, prev, view, decision))
         self.verdicts[subject.name] = verdicts
         labels = dict(subject.labels)
         self.states[subject.name] = Stored(
@@ -59,10 +68,12 @@ class MemoryStore(FleetOfOne):
 
     async def record_many(self, records: Sequence[Record]) -> list[Decision]:
         saved = (dict(self.states), dict(self.verdicts), dict(self.outbox), self._next_id)
+        history = (dict(self.incident_log), dict(self.seen))
         try:
             return [await self.record(r.subject, r.location, r.verdict, r.decide) for r in records]
         except BaseException:
             self.states, self.verdicts, self.outbox, self._next_id = saved  # all or none
+            self.incident_log, self.seen = history
             raise
 
     async def forget(self, name: str, location: str, farewell: Farewell) -> None:
@@ -76,6 +87,8 @@ class MemoryStore(FleetOfOne):
         self.verdicts.pop(name, None)
         del self.states[name]
         self._enqueue(outgoing)
+        if saved.state.incident_id:  # the incident ends with the target's state
+            self._close(saved.state.incident_id, time.time())
 
     async def incidents(self) -> dict[str, Stored]:
         return {n: s for n, s in self.states.items() if s.state.state in INCIDENT_STATES}
@@ -105,6 +118,62 @@ class MemoryStore(FleetOfOne):
 
     async def close(self) -> None:
         pass
+
+    # -- history -----------------------------------------------------------------------------
+    def _history(self, change: Transition | None) -> None:
+        if change is None:
+            return
+        if change.closed is not None:
+            self._close(*change.closed)
+        if change.opened is not None:
+            self.incident_log[change.opened.id] = change.opened
+        if change.first_seen is not None:
+            self._seen(change.target, change.first_seen)
+
+    def _close(self, incident_id: str, at: float) -> None:
+        incident = self.incident_log.get(incident_id)
+        if incident is not None and incident.end is None:
+            self.incident_log[incident_id] = replace(incident, end=at)
+
+    def _seen(self, target: str, at: float) -> None:
+        self.seen[target] = min(at, self.seen.get(target, at))
+
+    async def add_rollups(self, rollups: Sequence[Rollup]) -> None:
+        for r in rollups:
+            for table, start in ((self.hourly, r.start), (self.daily, r.start // DAY_S * DAY_S)):
+                key = (start, r.target, r.location)
+                table[key] = table[key].plus(r) if key in table else replace(r, start=start)
+            self._seen(r.target, r.first_at)
+
+    async def prune_history(
+        self, hourly_before: float, daily_before: float, incidents_before: float, limit: int
+    ) -> int:
+        deleted = 0
+        for table, before in ((self.hourly, hourly_before), (self.daily, daily_before)):
+            old = [key for key in table if key[0] < before][:limit]
+            for key in old:
+                del table[key]
+            deleted += len(old)
+        log = self.incident_log.values()
+        ended = [s.id for s in log if s.end is not None and s.end < incidents_before][:limit]
+        for incident_id in ended:
+            del self.incident_log[incident_id]
+        return deleted + len(ended)
+
+    async def incident_history(self, start: float, end: float) -> list[Incident]:
+        found = window_incidents(self.incident_log.values(), start, end)
+        return sorted(found, key=lambda s: (s.target, s.start))
+
+    async def rollup_totals(self, daily: bool, start: float, end: float) -> dict[str, Rollup]:
+        totals: dict[str, Rollup] = {}
+        for (at, target, _), r in sorted((self.daily if daily else self.hourly).items()):
+            if start <= at < end:
+                mine = replace(r, location="", start=int(start), first_at=0.0)
+                totals[target] = totals[target].plus(mine) if target in totals else mine
+        return totals
+
+    async def first_seen(self) -> dict[str, float]:
+        return dict(self.seen)
 
 
 def _persisted(state: TargetState) -> TargetState:

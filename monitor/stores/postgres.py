@@ -29,13 +29,16 @@ stops connecting, and every operation raises that error from then on (``Instance
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 from psycopg.types.json import Json
 
 from monitor.incident import Notification
 from monitor.state import TargetState
+from monitor.stores import postgres_history as history
 from monitor.stores.base import (
     Decide,
     Decision,
@@ -47,6 +50,7 @@ from monitor.stores.base import (
     Stored,
     StoreUnavailable,
     Subject,
+    history_change,
 )
 from monitor.stores.postgres_fleet import Membership, beat, leave, take_leases, take_name
 from monitor.stores.postgres_link import (
@@ -76,7 +80,7 @@ def _values(s: TargetState) -> tuple[Any, ...]:
     return (s.state, s.since, s.reason, s.error, s.incident_id, s.last_notified)
 
 
-class PostgresStore:
+class PostgresStore(history.HistoryMethods):
     """:class:`monitor.stores.base.StateStore` on a PostgreSQL database; see the module."""
 
     def __init__(self, url: str, on_fatal: FatalHandler | None, connect_timeout_s: float):
@@ -192,12 +196,14 @@ class PostgresStore:
             subjects: dict[str, Subject] = {}
             written: dict[tuple[str, str], TargetState] = {}
             outgoing: list[tuple[str, Notification]] = []
+            changes = []
             for record in records:
                 name, location = record.subject.name, record.location
                 verdict = _state(_values(record.verdict))  # as stored: without counters
                 verdicts[name][location] = verdict
                 view = FleetView(fleet[name], dict(verdicts[name]), live | {location})
                 decision = record.decide(view)
+                changes.append(history_change(name, fleet[name], view, decision))
                 fleet[name], subjects[name] = decision.state, record.subject
                 written[(name, location)] = verdict
                 outgoing.extend(decision.outgoing)
@@ -229,6 +235,7 @@ class PostgresStore:
                     ],
                 )
             await _enqueue(conn, outgoing)
+            await history.apply(conn, changes)
         return decisions
 
     async def forget(self, name: str, location: str, farewell: Farewell) -> None:
@@ -250,7 +257,15 @@ class PostgresStore:
             if await cur.fetchone() is not None:
                 return  # another location still checks it: the fleet state stays
             await conn.execute("DELETE FROM fleet_state WHERE target = %s", (name,))
-            await _enqueue(conn, farewell(Stored(row[0], row[1], tuple(row[2]), _state(row[3:]))))
+            stored = Stored(row[0], row[1], tuple(row[2]), _state(row[3:]))
+            await _enqueue(conn, farewell(stored))
+            if stored.state.incident_id:  # the incident ends with the target's state
+                await history.close(conn, stored.state.incident_id, time.time())
+
+    @asynccontextmanager
+    async def _history_link(self) -> AsyncIterator[Connection]:
+        async with self._db.use(self._state) as conn:
+            yield conn
 
     # -- outbox ----------------------------------------------------------------------------
     async def next_pending(self, notifier: str) -> Pending | None:

@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 
 from monitor.stores.base import StateFileError
+from monitor.stores.postgres_history import SCHEMA as HISTORY
 
 _STATE_COLUMNS = """
     state text NOT NULL CHECK (state IN ('unknown', 'up', 'degraded', 'down')),
@@ -67,7 +68,7 @@ CREATE TABLE leases (
 
 # MIGRATIONS[n] takes a database from schema version n to n + 1. Append only: a released
 # step never changes, since databases out there already had it.
-MIGRATIONS: tuple[str, ...] = (_V1,)
+MIGRATIONS: tuple[str, ...] = (_V1, HISTORY)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -27,6 +27,7 @@ import structlog
 
 from monitor.incident import Notification
 from monitor.state import TargetState
+from monitor.stores import sqlite_history as history
 from monitor.stores.base import (
     Decide,
     Decision,
@@ -38,6 +39,7 @@ from monitor.stores.base import (
     StateFileError,
     Stored,
     Subject,
+    history_change,
 )
 
 log = structlog.get_logger("monitor.stores.sqlite")
@@ -212,7 +214,7 @@ class _Database:
             if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
                 msg = "integrity check failed"
                 raise sqlite3.DatabaseError(msg)
-            db.executescript(_SCHEMA)
+            db.executescript(_SCHEMA + history.SCHEMA)
         except BaseException:
             db.close()
             raise
@@ -273,7 +275,9 @@ class _Database:
                 _SELECT_TARGET_VERDICTS, (subject.name,)
             ).fetchall()
         }
-        decision = decide(FleetView(prev, verdicts, live | {location}))
+        view = FleetView(prev, verdicts, live | {location})
+        decision = decide(view)
+        history.apply(self._db, history_change(subject.name, prev, view, decision))
         self._db.execute(
             "INSERT OR REPLACE INTO target_state VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
@@ -300,7 +304,10 @@ class _Database:
             if others is not None or row is None:
                 return
             self._db.execute("DELETE FROM target_state WHERE target = ?", (name,))
-            self._enqueue(farewell(self._stored(row)))
+            stored = self._stored(row)
+            self._enqueue(farewell(stored))
+            if stored.state.incident_id:  # the incident ends with the target's state
+                history.close(self._db, stored.state.incident_id, time.time())
 
     # -- outbox ----------------------------------------------------------------------------
     def _enqueue(self, outgoing: Iterable[tuple[str, Notification]]) -> None:
@@ -339,6 +346,16 @@ class _Database:
         rows = self._db.execute("SELECT notifier, COUNT(*) FROM outbox GROUP BY notifier")
         return {name: count for name, count in rows.fetchall()}
 
+    # -- history ---------------------------------------------------------------------------
+    def read(self, call: Any, *args: Any) -> Any:
+        """``call(connection, *args)``: one of :mod:`.sqlite_history`'s reads."""
+        return call(self._db, *args)
+
+    def write(self, call: Any, *args: Any) -> Any:
+        """``call(connection, *args)`` in a write transaction (:mod:`.sqlite_history`)."""
+        with self._write():
+            return call(self._db, *args)
+
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)
 
@@ -373,7 +390,7 @@ class _Transaction:
         self._db.execute("ROLLBACK" if exc_type is not None else "COMMIT")
 
 
-class SqliteStore(FleetOfOne):
+class SqliteStore(history.HistoryMethods, FleetOfOne):
     """:class:`monitor.stores.base.StateStore` on a SQLite file; see the module docstring."""
 
     def __init__(self, db: _Database, thread: ThreadPoolExecutor) -> None:
@@ -398,6 +415,9 @@ class SqliteStore(FleetOfOne):
 
     async def _run(self, call: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._thread, call, *args)
+
+    async def _in_file(self, write: bool, call: Any, *args: Any) -> Any:
+        return await self._run(self._db.write if write else self._db.read, call, *args)
 
     async def load(self, location: str) -> dict[str, Stored]:
         result: dict[str, Stored] = await self._run(self._db.load, _SELECT_VERDICTS, location)
