@@ -55,6 +55,7 @@ from monitor.httpoptions import ExpectedHeaders, JsonAssertion, ProxyUrl
 from monitor.probeoptions import DNS, GRPC, ICMP, TCP, WS, icmp_fits
 from monitor.redaction import safe_url
 from monitor.tlsfiles import check_client_certificate
+from monitor.windows import MaintenanceWindow
 
 
 class Expect(Strict):
@@ -489,6 +490,10 @@ class MonitorFile(Strict):
     history: HistoryOptions = Field(
         default_factory=HistoryOptions,
         description="how long the history behind `uptime-monitor report` is kept",
+    )
+    maintenance: tuple[MaintenanceWindow, ...] = Field(
+        default=(),
+        description="maintenance windows: checks go on, nothing is sent for their targets",
     )
 
 

@@ -70,6 +70,8 @@ class Endpoint:
         self._rendering: Rendering | None = None
         self.renderings = 0  # how many times the exposition was rendered
         self.port: int | None = None
+        # Routes other modules serve here (the maintenance API), behind the same gate.
+        self.extra_routes: list[web.AbstractRouteDef] = []
 
     async def start(self, host: str, port: int) -> None:
         try:
@@ -83,6 +85,7 @@ class Endpoint:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_post("/-/reload", self._reload_endpoint)
+        app.router.add_routes(self.extra_routes)
         app.on_response_prepare.append(self._add_headers)
         self._runner = web.AppRunner(
             app,

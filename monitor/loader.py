@@ -23,6 +23,7 @@ import difflib
 import os
 import re
 import stat
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,8 @@ from ruamel.yaml.scanner import Scanner
 
 from monitor.checktypes import foreign_options, type_of, without_options
 from monitor.config import MERGED_MAPPINGS, DefaultOptions, MonitorFile, Target
+from monitor.windows import MaintenanceWindow
+from monitor.windows import problems as window_problems
 
 Loc = tuple[str | int, ...]
 
@@ -199,6 +202,9 @@ def _parse(text: str, filename: str, environ: Mapping[str, str], *, fast: bool) 
     if isinstance(raw_notifiers, list):
         problems += _duplicate_names(raw_notifiers, "notifiers", reading)
         problems += _unknown_notifiers(data, raw_notifiers, reading)
+    raw_windows = data.get("maintenance")
+    if isinstance(raw_windows, list):
+        problems += _duplicate_names(raw_windows, "maintenance", reading)
 
     try:
         # Only the YAML keys (aliases) are accepted, not the Python names such as interval_s.
@@ -206,6 +212,10 @@ def _parse(text: str, filename: str, environ: Mapping[str, str], *, fast: bool) 
     except ValidationError as exc:
         problems += _explain(exc, data, reading)
         config = None
+    if config is not None and config.maintenance:
+        labels = {t.name: t.labels for t in config.targets}
+        for loc, message in window_problems(config.maintenance, labels, time.time()):
+            problems.append((_line_of(loc, reading.lines)[0], f"{_dotted(loc)}: {message}"))
     if problems or config is None:
         problems.sort(key=lambda p: p[0])
         raise ConfigError(
@@ -738,6 +748,9 @@ def _model_at(loc: Loc) -> type[BaseModel] | None:
             continue
         if model is MonitorFile and part == "defaults":
             model = DefaultOptions
+            continue
+        if model is MonitorFile and part == "maintenance":
+            model = MaintenanceWindow
             continue
         field = next((f for n, f in model.model_fields.items() if part in (n, f.alias)), None)
         annotation = field.annotation if field is not None else None

@@ -36,6 +36,8 @@ from monitor.connections import Limits
 from monitor.endpoint import Endpoint, EndpointError
 from monitor.loader import ConfigError, load_config
 from monitor.logs import configure, log_check
+from monitor.maintenance import Maintenance
+from monitor.maintenance_api import routes as maintenance_routes
 from monitor.membership import Membership
 from monitor.metrics import Metrics
 from monitor.reload import apply
@@ -92,6 +94,9 @@ class Service:
                 settings.web_keepalive_timeout_s,
             ),
         )
+        # Maintenance windows (monitor.maintenance): the view the status page reads too.
+        self.maintenance: Maintenance | None = None
+        self.endpoint.extra_routes += maintenance_routes(lambda: self.maintenance)
         self.systemd = SystemdNotifier()
         self.should_exit = asyncio.Event()
         self.force_exit = asyncio.Event()
@@ -129,6 +134,9 @@ class Service:
         ]
         if self.membership is not None:
             self._tasks.append(asyncio.create_task(self.membership.run(), name="fleet"))
+        if self.maintenance is not None and self.alerting is not None:
+            watch = self.maintenance.run(self.alerting.settle)
+            self._tasks.append(asyncio.create_task(watch, name="maintenance"))
         for task in self._tasks:
             task.add_done_callback(lambda t: None if t.cancelled() else self._task_died(t))
         await self.should_exit.wait()
@@ -183,6 +191,13 @@ class Service:
             fleet=settings.fleet,
             holds=membership.holds,
         )
+        self.maintenance = Maintenance(store, self.config)
+        self.alerting.maintenance = self.maintenance
+        self.metrics.maintenance = self.maintenance.active_targets
+        try:
+            await self.maintenance.refresh(time.time())
+        except Exception as exc:  # the database is away: its ad hoc windows come later
+            log.warning("maintenance_not_read", error=f"{type(exc).__name__}: {exc}")
         try:
             await self.alerting.start(targets, owned)
         except ConfigError as exc:
@@ -313,6 +328,8 @@ class Service:
             await self.alerting.reload(config, diff, delivery, owned)
         if self.rollups is not None:
             self.rollups.retention = config.history
+        if self.maintenance is not None:
+            self.maintenance.set_config(config)
         _settle_memory()
         self.reload_status.ok(time.time())
         log.info("config_reloaded", **diff.summary())
