@@ -7,7 +7,9 @@ at every time the expression fires from ``start`` on, in ``timezone`` (an IANA n
 default; a ``start`` without an offset is in that zone too).
 
 Overlaps are refused when the file loads: two windows that share a target may not be open at
-once, nor two occurrences of one window. Recurring windows are compared over
+once. Occurrences of one window may overlap (a daily 02:30 for two hours in Europe/Berlin,
+the night 02:30 comes twice): the target is then in maintenance from the first's start to
+the last's end. Recurring windows are compared over
 :data:`OVERLAP_HORIZON_S` (the next 366 days) or their first :data:`OVERLAP_OCCURRENCES`
 occurrences in it, whichever ends first (a cron that fires every minute would otherwise cost
 seconds of every ``validate``); what lies beyond is not checked.
@@ -283,11 +285,6 @@ def problems(
         list(itertools.islice(w.occurrences(now, until), OVERLAP_OCCURRENCES)) for w in windows
     ]
     for i in range(len(windows)):
-        for a, b in itertools.pairwise(spans[i]):
-            if b[0] < a[1]:
-                why = f"its occurrences overlap: {_span(a)} and {_span(b)} (a shorter duration?)"
-                found.append((("maintenance", i), why))
-                break
         for j in range(i):
             common = [n for n in held[i] if n in set(held[j])]
             clash = first_overlap(spans[j], spans[i]) if common else None

@@ -167,7 +167,8 @@ class HistoryReader(Protocol):
         ...
 
     async def windows_between(self, start: float, end: float) -> list[Window]:
-        """The maintenance windows kept that overlap [start, end), by start."""
+        """The maintenance windows kept that overlap [start, end), by start (one that was
+        ended before it began is none)."""
         ...
 
     async def close(self) -> None: ...

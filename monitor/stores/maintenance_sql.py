@@ -91,10 +91,11 @@ def end_window(mark: str, greatest: str, least: str) -> str:
 
 
 def windows_between(mark: str) -> str:
-    """Parameters: the end, the start."""
+    """Parameters: the end, the start. A window ended before it began is none."""
     return (
         f"SELECT {WINDOW_COLUMNS} FROM maintenance_window"
-        f" WHERE start_ts < {mark} AND end_ts > {mark} ORDER BY start_ts, id"
+        f" WHERE start_ts < {mark} AND end_ts > {mark} AND end_ts > start_ts"
+        " ORDER BY start_ts, id"
     )
 
 

@@ -205,7 +205,11 @@ class MemoryStore(FleetOfOne):
         return ended
 
     async def windows_between(self, start: float, end: float) -> list[Window]:
-        found = [w for w in self.kept_windows.values() if w.start_ts < end and w.end_ts > start]
+        found = [
+            w
+            for w in self.kept_windows.values()
+            if w.start_ts < end and w.end_ts > start and w.end_ts > w.start_ts
+        ]
         return sorted(found, key=lambda w: (w.start_ts, w.id))
 
     async def prune_windows(self, before: float, limit: int) -> int:
