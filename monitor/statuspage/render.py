@@ -24,7 +24,6 @@ from monitor.statuspage.model import (
     DAY_TEXT,
     STATE_TEXT,
     WINDOWS_S,
-    Day,
     IncidentView,
     Page,
     TargetView,
@@ -122,7 +121,6 @@ def as_json(page: Page) -> dict[str, Any]:
 
 
 def _target(t: TargetView, now: float) -> dict[str, Any]:
-    hour0 = hours_from(now)
     return {
         "name": t.name,
         "state": t.state,
@@ -139,21 +137,19 @@ def _target(t: TargetView, now: float) -> dict[str, Any]:
             }
             for key in WINDOWS_S
         },
-        "days": [_day(d) for d in t.days],
-        "latency_24h": [
-            {"hour": iso_utc(hour0 + i * 3600), "mean_s": _round(v, 6)}
-            for i, v in enumerate(t.latency)
-        ],
-    }
-
-
-def _day(d: Day) -> dict[str, Any]:
-    return {
-        "date": iso_utc(d.start)[:10],
-        "level": d.level,
-        "uptime_percent": _round(d.percent, 4),
-        "degraded_s": round(d.degraded_s, 3),
-        "maintenance_s": round(d.maintenance_s, 3),
+        # Parallel lists, oldest day (hour) first: at 1,000 targets a tenth of the bytes of
+        # one object per day.
+        "days": {
+            "first": iso_utc(t.days[0].start)[:10],
+            "level": [d.level for d in t.days],
+            "uptime_percent": [_round(d.percent, 4) for d in t.days],
+            "degraded_s": [round(d.degraded_s, 3) for d in t.days],
+            "maintenance_s": [round(d.maintenance_s, 3) for d in t.days],
+        },
+        "latency_24h": {
+            "first_hour": iso_utc(hours_from(now)),
+            "mean_s": [_round(v, 6) for v in t.latency],
+        },
     }
 
 

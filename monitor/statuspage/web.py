@@ -145,16 +145,17 @@ class StatusPage:
             now = self.clock()
             read_at = self.snapshot.read_at
             stale = read_at is None or now - read_at >= self.refresh_s
+            read = False
             if self._reader is not None and (
                 stale or (self._read_needed and now - (read_at or 0.0) >= MIN_READ_S)
             ):
                 try:
                     await self.snapshot.refresh(self._reader, now)
-                    self._read_needed = False
+                    self._read_needed, read = False, True
                 except Exception as exc:
                     log.error("status_page_read_failed", error=f"{type(exc).__name__}: {exc}")
             inputs, seen = self._inputs(now)
-            if seen != self._seen or stale or self._changed.is_set():
+            if seen != self._seen or read or stale or self._changed.is_set():
                 self._changed.clear()
                 if self._seen is not None and seen != self._seen:
                     self._read_needed = True  # an incident opened or closed: list it soon
