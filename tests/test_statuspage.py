@@ -209,9 +209,9 @@ async def test_day_cells_of_the_scene() -> None:
     assert {d.level for d in db.days[:-1]} == {"up"}
     assert [(r.level, r.days) for r in db.runs] == [("up", 89), ("degraded", 1)]
     assert sum(r.days for r in api.runs) == 90
-    assert api.days[-11].label == "2026-05-10: 99.652% up"
+    assert model.label(api.days[-11]) == "2026-05-10: 99.652% up"
     assert db.runs[0].label == "2026-02-20 to 2026-05-19: 100% up each day"
-    assert cache.days[-1].label == "2026-05-20: 100% up, maintenance 30m"
+    assert model.label(cache.days[-1]) == "2026-05-20: 100% up, maintenance 30m"
 
 
 async def test_days_before_the_first_check_have_no_data() -> None:
