@@ -13,7 +13,7 @@ from email.message import Message
 import pytest
 from statuspage_scene import DAY, HOSTILE_ERROR, HOSTILE_TITLE, NOW, page, serving
 
-from monitor.history import HOUR_S
+from monitor.history import HOUR_S, Incident
 from monitor.loader import ConfigError, parse_config
 from monitor.settings import Settings
 from monitor.statuspage import model, render
@@ -440,3 +440,20 @@ async def test_a_state_change_renders_again_and_reads_history() -> None:
         now[0] = NOW + 6  # MIN_READ_S later
         await asyncio.wait_for(rendered.wait(), 5)
         assert history.reads == reads + 1
+
+
+async def test_memo_changes_nothing_but_work() -> None:
+    """A build that reuses the past days of an earlier one (same day, then the next day, then
+    a new incident) is the page a fresh build makes."""
+    status, history = page()
+    await status.snapshot.refresh(history, NOW)
+    memo: model.Memo = {}
+    for now in (NOW, NOW + 60, NOW + DAY, NOW + DAY + 120):
+        if now == NOW + DAY + 120:
+            history.incidents.append(
+                Incident("api/x", "api", "down", NOW - 5 * DAY, NOW - 5 * DAY + 60, "x", "", ())
+            )
+            await status.snapshot.refresh(history, now)
+        inputs, _ = status._inputs(now)
+        assert model.build(inputs, memo) == model.build(inputs)
+    assert set(memo) == {"api", "web", "db", "cache"}

@@ -341,20 +341,20 @@ def _target(name: str, inputs: Inputs, memo: Memo) -> TargetView:
         default=None,
     )
     figures = {}
-    for key, span_s in WINDOWS_S.items():
+    for period, span_s in WINDOWS_S.items():
         start = now - span_s
         inside = [s for s in incidents if s.start < now and (s.end is None or s.end > start)]
         up = uptime(inside, start, now, first_seen=first, now=now, excluded=excluded)
-        figures[key] = Figures(up.percent, up.down_s, up.degraded_s, up.maintenance_s)
+        figures[period] = Figures(up.percent, up.down_s, up.degraded_s, up.maintenance_s)
     latency = tuple(_mean(hour.get(name)) for hour in inputs.hourly)
     today = now // DAY_S * DAY_S
-    key = (today, tuple(incidents), first_seen, tuple(excluded))
+    source = (today, tuple(incidents), first_seen, tuple(excluded))
     held = memo.get(name)
-    if held is not None and held[0] == key:
+    if held is not None and held[0] == source:
         past = held[1]
     else:
         past = days(incidents, first_seen, excluded, today)
-        memo[name] = (key, past)
+        memo[name] = (source, past)
     every = [*past[:-1], *days(incidents, first_seen, excluded, now, count=1)]
     return TargetView(
         name,

@@ -76,9 +76,9 @@ class Rendering:
     render_s: float  # how long the model and its HTML took
 
     @classmethod
-    def make(cls, version: int, inputs: model.Inputs) -> Rendering:
+    def make(cls, version: int, inputs: model.Inputs, memo: model.Memo) -> Rendering:
         started = time.perf_counter()
-        page = model.build(inputs)
+        page = model.build(inputs, memo)
         text = render.html(page)
         render_s = time.perf_counter() - started
         data = orjson.dumps(render.as_json(page))
@@ -103,6 +103,7 @@ class StatusPage:
         self.refresh_s = refresh_s
         self.watch_s = watch_s
         self.snapshot = Snapshot()
+        self._memo: model.Memo = {}  # used by one build at a time (run's loop awaits each)
         self.current: Rendering | None = None
         self.rendered = asyncio.Event()  # set after each new rendering (tests)
         self._reader: HistoryReader | None = None
@@ -161,7 +162,7 @@ class StatusPage:
                     self._read_needed = True  # an incident opened or closed: list it soon
                 self._seen = seen
                 version += 1
-                self.current = await asyncio.to_thread(Rendering.make, version, inputs)
+                self.current = await asyncio.to_thread(Rendering.make, version, inputs, self._memo)
                 self.rendered.set()
                 self.rendered = asyncio.Event()
             with contextlib.suppress(TimeoutError):
