@@ -86,10 +86,15 @@ async def in_process(state_file: Path, targets: int, runs: int) -> dict[str, Any
         await page.snapshot.refresh(store, now + 30)
         later_read_s = time.perf_counter() - started
         build, html, gz = [], [], []
+        memo: model.Memo = {}
+        inputs, _seen = page._inputs(now + 30)
+        t0 = time.perf_counter()
+        model.build(inputs, memo)  # the first: every target's 90 days
+        first_build_s = time.perf_counter() - t0
         for _ in range(runs):
             inputs, _seen = page._inputs(now + 30)
             t0 = time.perf_counter()
-            built = model.build(inputs)
+            built = model.build(inputs, memo)  # later ones: the past days kept
             t1 = time.perf_counter()
             text = render.html(built)
             t2 = time.perf_counter()
@@ -103,6 +108,7 @@ async def in_process(state_file: Path, targets: int, runs: int) -> dict[str, Any
             "incidents_read": sum(len(v) for v in page.snapshot.incidents.values()),
             "first_read_s": first_read_s,
             "later_read_s": later_read_s,
+            "first_build_s": first_build_s,
             "build_s": sorted(build)[runs // 2],
             "html_s": sorted(html)[runs // 2],
             "gzip_s": sorted(gz)[runs // 2],
@@ -224,7 +230,8 @@ def main() -> None:
         print(f"targets {args.targets}, incidents of 90 days read {r['incidents_read']}")
         print(f"store read: first {ms['first_read_s']:.0f} ms, later {ms['later_read_s']:.0f} ms")
         print(
-            f"model {ms['build_s']:.0f} ms, HTML {ms['html_s']:.0f} ms,"
+            f"model {ms['first_build_s']:.0f} ms the first time, then {ms['build_s']:.0f} ms;"
+            f" HTML {ms['html_s']:.0f} ms,"
             f" gzip {ms['gzip_s']:.0f} ms (medians of {args.runs})"
         )
         print(
