@@ -42,6 +42,7 @@ from monitor.reload import apply
 from monitor.rollups import Rollups
 from monitor.scheduling import Scheduler
 from monitor.settings import Settings
+from monitor.statuspage.web import StatusPage, StatusServer
 from monitor.stores import StateFileError, open_store, redacted
 from monitor.systemd import SystemdNotifier
 
@@ -79,6 +80,8 @@ class Service:
             FleetCollector(lambda: self.membership, lambda: self.scheduler.target_count),
             self.reload_status,
         )
+        # The status page: on --listen behind its auth, and alone on --status-listen if set.
+        self.status_page = StatusPage(config)
         self.endpoint = Endpoint(
             self.metrics,
             self.registry,
@@ -91,6 +94,12 @@ class Service:
                 settings.web_header_timeout_s,
                 settings.web_keepalive_timeout_s,
             ),
+            routes=self.status_page.add_routes,
+        )
+        self.status_server = (
+            StatusServer(self.status_page, self.endpoint.limits)
+            if settings.status_address
+            else None
         )
         self.systemd = SystemdNotifier()
         self.should_exit = asyncio.Event()
@@ -146,6 +155,7 @@ class Service:
             await self.endpoint.start(settings.listen_host, settings.listen_port)
         except EndpointError as exc:
             raise StartupError(str(exc), exc.exit_code) from None
+        await self._start_status_server()
         try:
             store = await open_store(
                 settings.state_setting, on_fatal=lambda exc: self._fatal(str(exc))
@@ -187,6 +197,11 @@ class Service:
             await self.alerting.start(targets, owned)
         except ConfigError as exc:
             raise StartupError(str(exc), EXIT_CONFIG) from None
+        alerting = self.alerting
+        self.status_page.attach(store, lambda: alerting.states)
+        self.status_page.start().add_done_callback(
+            lambda t: None if t.cancelled() else self._task_died(t)
+        )
         self.rollups = Rollups(store, settings.location, self.config.history)
         self.rollups.start().add_done_callback(
             lambda t: None if t.cancelled() else self._task_died(t)
@@ -243,6 +258,20 @@ class Service:
         self.systemd.close()
         await self.checker.close()
         await self.endpoint.close()
+        await self.status_page.stop()
+        if self.status_server is not None:
+            await self.status_server.close()
+
+    async def _start_status_server(self) -> None:
+        address = self.settings.status_address
+        if self.status_server is None or address is None:
+            return
+        try:
+            await self.status_server.start(*address)
+        except OSError as exc:
+            msg = f"cannot listen on {self.settings.status_listen}: {exc.strerror or exc}"
+            raise StartupError(msg) from None
+        log.info("status_page_listening", address=f"{address[0]}:{self.status_server.port}")
 
     def _task_died(self, task: asyncio.Task[None]) -> None:
         """A long-lived task ended on its own: a bug that could silence checks or alerts.
@@ -313,6 +342,7 @@ class Service:
             await self.alerting.reload(config, diff, delivery, owned)
         if self.rollups is not None:
             self.rollups.retention = config.history
+        self.status_page.configure(config)
         _settle_memory()
         self.reload_status.ok(time.time())
         log.info("config_reloaded", **diff.summary())
