@@ -31,11 +31,12 @@ run: $(RUNTIME)
 # tests. As root (CI) they are installed; otherwise say what to install. PostgreSQL's
 # programs are not on PATH: tests/postgres.py finds them in /usr/lib/postgresql/<version>/bin.
 # ip and nft (iproute2, nftables) make the network namespaces whose hosts drop pings
-# (tests/netns.py).
-DEBIAN_PACKAGES := prometheus prometheus-alertmanager systemd postgresql tinyproxy iproute2 nftables
+# (tests/netns.py). chromium: the status page's browser tests (Playwright drives Debian's
+# /usr/bin/chromium; Playwright's own browser download is never used).
+DEBIAN_PACKAGES := prometheus prometheus-alertmanager systemd postgresql tinyproxy iproute2 nftables chromium
 check-deps:
 	@missing=""; \
-	for tool in promtool prometheus prometheus-alertmanager amtool systemd-analyze tinyproxy ip nft; do \
+	for tool in promtool prometheus prometheus-alertmanager amtool systemd-analyze tinyproxy ip nft chromium; do \
 	  command -v $$tool >/dev/null || missing="$$missing $$tool"; \
 	done; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \

@@ -114,6 +114,10 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="allow POST /-/reload (MONITOR_WEB_ENABLE_LIFECYCLE, off: 403)",
     )
+    daemon.add_argument(
+        "--status-listen",
+        help="HOST:PORT serving only the status page, read-only (MONITOR_STATUS_LISTEN, none)",
+    )
     once.add_argument("--target", "-t", action="append", default=[], help="only this target")
     once.add_argument("--format", choices=["table", "json"], default="table")
     report.add_argument(
@@ -197,6 +201,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         "fleet_ttl",
         "web_config",
         "web_enable_lifecycle",
+        "status_listen",
     )
     overrides: dict[str, Any] = {
         key: getattr(args, key) for key in keys if getattr(args, key, None) is not None

@@ -54,6 +54,7 @@ from monitor.history import HistoryOptions
 from monitor.httpoptions import ExpectedHeaders, JsonAssertion, ProxyUrl
 from monitor.probeoptions import DNS, GRPC, ICMP, TCP, WS, icmp_fits
 from monitor.redaction import safe_url
+from monitor.statuspage.options import StatusPageOptions
 from monitor.tlsfiles import check_client_certificate
 from monitor.windows import MaintenanceWindow
 
@@ -490,6 +491,10 @@ class MonitorFile(Strict):
     history: HistoryOptions = Field(
         default_factory=HistoryOptions,
         description="how long the history behind `uptime-monitor report` is kept",
+    )
+    status_page: StatusPageOptions = Field(
+        default_factory=StatusPageOptions,
+        description="the status page: its title and groups of targets",
     )
     maintenance: tuple[MaintenanceWindow, ...] = Field(
         default=(),

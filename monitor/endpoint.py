@@ -54,6 +54,7 @@ class Endpoint:
         web_config: Path | None = None,
         lifecycle: bool = False,
         limits: Limits | None = None,
+        routes: Callable[[web.UrlDispatcher], None] | None = None,
     ) -> None:
         self._metrics = metrics
         self._registry = registry
@@ -62,6 +63,7 @@ class Endpoint:
         self._web_config = web_config
         self._lifecycle = lifecycle
         self.limits = limits or Limits()
+        self._routes = routes  # more GET paths, behind the same auth (the status page)
         self.web: WebConfigWatcher | None = None
         self.auth = BasicAuth()
         self.connections: Connections | None = None
@@ -70,8 +72,6 @@ class Endpoint:
         self._rendering: Rendering | None = None
         self.renderings = 0  # how many times the exposition was rendered
         self.port: int | None = None
-        # Routes other modules serve here (the maintenance API), behind the same gate.
-        self.extra_routes: list[web.AbstractRouteDef] = []
 
     async def start(self, host: str, port: int) -> None:
         try:
@@ -85,7 +85,8 @@ class Endpoint:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_post("/-/reload", self._reload_endpoint)
-        app.router.add_routes(self.extra_routes)
+        if self._routes is not None:
+            self._routes(app.router)
         app.on_response_prepare.append(self._add_headers)
         self._runner = web.AppRunner(
             app,

@@ -49,6 +49,7 @@ from ruamel.yaml.scanner import Scanner
 
 from monitor.checktypes import foreign_options, type_of, without_options
 from monitor.config import MERGED_MAPPINGS, DefaultOptions, MonitorFile, Target
+from monitor.statuspage.options import problems as status_page_problems
 from monitor.windows import MaintenanceWindow
 from monitor.windows import problems as window_problems
 
@@ -202,6 +203,10 @@ def _parse(text: str, filename: str, environ: Mapping[str, str], *, fast: bool) 
     if isinstance(raw_notifiers, list):
         problems += _duplicate_names(raw_notifiers, "notifiers", reading)
         problems += _unknown_notifiers(data, raw_notifiers, reading)
+    problems += [
+        (_line_of(loc, reading.lines)[0], f"{_dotted(loc)}: {message}")
+        for loc, message in status_page_problems(data)
+    ]
     raw_windows = data.get("maintenance")
     if isinstance(raw_windows, list):
         problems += _duplicate_names(raw_windows, "maintenance", reading)

@@ -52,6 +52,7 @@ PRUNE_EVERY_S = 3600.0
 PRUNE_BATCH = 1000
 CACHE_S = 60.0  # the longest the set of targets in a window is reused (it changes at edges)
 FAR_S = 1e12  # "no end": beyond any window
+PAST_S = 90 * 86400.0  # past windows kept in memory: the status page shows 90 days
 
 
 class NoSuchWindow(LookupError):
@@ -73,8 +74,10 @@ class Maintenance:
         self.refresh_s = refresh_s
         self._file: list[tuple[MaintenanceWindow, tuple[str, ...]]] = []
         self._names: frozenset[str] = frozenset()
-        self._adhoc: dict[str, Window] = {}  # active and upcoming, by id
-        self._kept: set[str] = set()  # ids of the file's occurrences written to the store
+        # The windows the store keeps that ended within PAST_S or are to come (ad hoc ones
+        # and the file's occurrences that began), by id.
+        self._kept: dict[str, Window] = {}
+        self._written: set[str] = set()  # ids of the file's occurrences written to the store
         self._cache: tuple[float, float, frozenset[str]] = (0.0, 0.0, frozenset())
         self.retention_s = config.history.incidents_s
         self.set_config(config)
@@ -88,17 +91,30 @@ class Maintenance:
         self._changed()
 
     # -- the read-only view ------------------------------------------------------------------
-    def windows(self, now: float) -> list[Window]:
-        """The windows open at ``now`` and those to come: the file's occurrences that start
-        within :data:`UPCOMING_S` (7 days; at most LISTED_OCCURRENCES of one window) and
-        every ad hoc one. By start, then id."""
-        found = [w for w in self._adhoc.values() if w.end_ts > now]
+    def windows(self, start: float, end: float | None = None) -> list[Window]:
+        """The windows that overlap [``start``, ``end``), by start then id: the past ones
+        the store kept (of the last PAST_S), the open and the upcoming ones (the file's as
+        its schedule says, at most LISTED_OCCURRENCES per window). This is the status page's
+        :class:`~monitor.statuspage.windows.MaintenanceView`.
+
+        Without ``end``, ``start`` is now: the windows open then and to come, as
+        ``GET /api/v1/maintenance`` lists them: every ad hoc one, the file's occurrences that
+        start within :data:`UPCOMING_S` (7 days)."""
+        now = time.time() if end is not None else start
+        if end is None:
+            kept = [w for w in self._kept.values() if w.source == "api" and w.end_ts > now]
+            until = now + UPCOMING_S
+        else:
+            kept = [w for w in self._kept.values() if w.start_ts < end and w.end_ts > start]
+            until = end
+        found = {w.id: w for w in kept if w.end_ts > w.start_ts}
         for window, held in self._file:
-            spans = window.occurrences(now, now + UPCOMING_S)
-            found += [
-                occurrence(window, held, s) for s, _ in itertools.islice(spans, LISTED_OCCURRENCES)
-            ]
-        return sorted(found, key=lambda w: (w.start_ts, w.id))
+            spans = window.occurrences(max(start, now), until)
+            for s, _ in itertools.islice(spans, LISTED_OCCURRENCES):
+                found.setdefault(
+                    f"{FILE_PREFIX}{window.name}@{int(s)}", occurrence(window, held, s)
+                )
+        return sorted(found.values(), key=lambda w: (w.start_ts, w.id))
 
     def active_for(self, target: str, now: float) -> bool:
         """Whether ``target`` is in a window at ``now``."""
@@ -119,7 +135,9 @@ class Maintenance:
         until = now + CACHE_S
         active: set[str] = set()
         spans: list[tuple[float, float, tuple[str, ...]]] = [
-            (w.start_ts, w.end_ts, w.targets) for w in self._adhoc.values()
+            (w.start_ts, w.end_ts, w.targets)
+            for w in self._kept.values()
+            if w.source == "api" and w.end_ts > now
         ]
         for window, held in self._file:
             first = next(window.occurrences(now, now + OVERLAP_HORIZON_S), None)
@@ -149,7 +167,7 @@ class Maintenance:
             secrets.token_hex(8), "ad hoc", tuple(targets), start_ts, end_ts, reason, "api"
         )
         await self._store.add_window(window)
-        self._adhoc[window.id] = window
+        self._kept[window.id] = window
         self._changed()
         log.info(
             "maintenance_added",
@@ -174,16 +192,16 @@ class Maintenance:
         if ended is None:
             msg = f"no maintenance window has the id {window_id!r}"
             raise NoSuchWindow(msg)
-        self._adhoc.pop(window_id, None)
+        self._kept[window_id] = ended
         self._changed()
         log.info("maintenance_ended", id=window_id, targets=list(ended.targets))
         return ended
 
     # -- the loop ------------------------------------------------------------------------------
     async def refresh(self, now: float) -> None:
-        """Read the fleet's ad hoc windows; keep the file's occurrences that have begun."""
-        kept = await self._store.windows_between(now, FAR_S)
-        self._adhoc = {w.id: w for w in kept if w.source == "api"}
+        """Read the fleet's windows; keep the file's occurrences that have begun."""
+        kept = await self._store.windows_between(now - PAST_S, FAR_S)
+        self._kept = {w.id: w for w in kept}
         self._changed()
         begun = [
             occurrence(window, held, start)
@@ -192,9 +210,10 @@ class Maintenance:
             if start <= now
         ]
         for window in begun:
-            if window.id not in self._kept:
+            if window.id not in self._written:
                 await self._store.add_window(window)
-        self._kept = {w.id for w in begun}
+                self._kept.setdefault(window.id, window)
+        self._written = {w.id for w in begun}
 
     async def settle(self, settle: Settle, now: float) -> int:
         """Have ``settle`` decide again about the held targets no longer in a window."""

@@ -18,6 +18,7 @@ import sys
 import time
 
 import structlog
+from aiohttp import web
 
 from monitor import __version__
 from monitor.alerting import Alerting
@@ -44,6 +45,7 @@ from monitor.reload import apply
 from monitor.rollups import Rollups
 from monitor.scheduling import Scheduler
 from monitor.settings import Settings
+from monitor.statuspage.web import StatusPage, StatusServer
 from monitor.stores import StateFileError, open_store, redacted
 from monitor.systemd import SystemdNotifier
 
@@ -81,6 +83,8 @@ class Service:
             FleetCollector(lambda: self.membership, lambda: self.scheduler.target_count),
             self.reload_status,
         )
+        # The status page: on --listen behind its auth, and alone on --status-listen if set.
+        self.status_page = StatusPage(config)
         self.endpoint = Endpoint(
             self.metrics,
             self.registry,
@@ -93,10 +97,15 @@ class Service:
                 settings.web_header_timeout_s,
                 settings.web_keepalive_timeout_s,
             ),
+            routes=self._add_routes,
+        )
+        self.status_server = (
+            StatusServer(self.status_page, self.endpoint.limits)
+            if settings.status_address
+            else None
         )
         # Maintenance windows (monitor.maintenance): the view the status page reads too.
         self.maintenance: Maintenance | None = None
-        self.endpoint.extra_routes += maintenance_routes(lambda: self.maintenance)
         self.systemd = SystemdNotifier()
         self.should_exit = asyncio.Event()
         self.force_exit = asyncio.Event()
@@ -154,6 +163,7 @@ class Service:
             await self.endpoint.start(settings.listen_host, settings.listen_port)
         except EndpointError as exc:
             raise StartupError(str(exc), exc.exit_code) from None
+        await self._start_status_server()
         try:
             store = await open_store(
                 settings.state_setting, on_fatal=lambda exc: self._fatal(str(exc))
@@ -193,6 +203,7 @@ class Service:
         )
         self.maintenance = Maintenance(store, self.config)
         self.alerting.maintenance = self.maintenance
+        self.status_page.maintenance = self.maintenance
         self.metrics.maintenance = self.maintenance.active_targets
         try:
             await self.maintenance.refresh(time.time())
@@ -202,6 +213,11 @@ class Service:
             await self.alerting.start(targets, owned)
         except ConfigError as exc:
             raise StartupError(str(exc), EXIT_CONFIG) from None
+        alerting = self.alerting
+        self.status_page.attach(store, lambda: alerting.states)
+        self.status_page.start().add_done_callback(
+            lambda t: None if t.cancelled() else self._task_died(t)
+        )
         self.rollups = Rollups(store, settings.location, self.config.history)
         self.rollups.start().add_done_callback(
             lambda t: None if t.cancelled() else self._task_died(t)
@@ -258,6 +274,20 @@ class Service:
         self.systemd.close()
         await self.checker.close()
         await self.endpoint.close()
+        await self.status_page.stop()
+        if self.status_server is not None:
+            await self.status_server.close()
+
+    async def _start_status_server(self) -> None:
+        address = self.settings.status_address
+        if self.status_server is None or address is None:
+            return
+        try:
+            await self.status_server.start(*address)
+        except OSError as exc:
+            msg = f"cannot listen on {self.settings.status_listen}: {exc.strerror or exc}"
+            raise StartupError(msg) from None
+        log.info("status_page_listening", address=f"{address[0]}:{self.status_server.port}")
 
     def _task_died(self, task: asyncio.Task[None]) -> None:
         """A long-lived task ended on its own: a bug that could silence checks or alerts.
@@ -277,6 +307,11 @@ class Service:
         )
         self.exit_code = EXIT_FAILURE
         self.should_exit.set()
+
+    def _add_routes(self, router: web.UrlDispatcher) -> None:
+        """The endpoint's paths besides its own: the status page's, the maintenance API."""
+        self.status_page.add_routes(router)
+        router.add_routes(maintenance_routes(lambda: self.maintenance))
 
     def _ready(self) -> bool:
         return self.started and not self.should_exit.is_set()
@@ -328,6 +363,7 @@ class Service:
             await self.alerting.reload(config, diff, delivery, owned)
         if self.rollups is not None:
             self.rollups.retention = config.history
+        self.status_page.configure(config)
         if self.maintenance is not None:
             self.maintenance.set_config(config)
         _settle_memory()

@@ -116,6 +116,10 @@ class Settings(BaseModel):
         gt=0,
         description="seconds an idle keep-alive connection stays open",
     )
+    status_listen: str | None = Field(
+        default=None,
+        description="HOST:PORT serving only the status page, its JSON and badges (no auth)",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -142,6 +146,11 @@ class Settings(BaseModel):
             msg = f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:{DEFAULT_PORT})"
             raise ValueError(msg)
         return value
+
+    @field_validator("status_listen")
+    @classmethod
+    def _status_host_port(cls, value: str | None) -> str | None:
+        return cls._host_port(value) if value else None
 
     @field_validator("duration_buckets_s", mode="before")
     @classmethod
@@ -195,6 +204,14 @@ class Settings(BaseModel):
     @property
     def listen_port(self) -> int:
         return int(self.listen.rpartition(":")[2])
+
+    @property
+    def status_address(self) -> tuple[str, int] | None:
+        """``status_listen`` as (host, port), or None when it is not set."""
+        if not self.status_listen:
+            return None
+        host, _, port = self.status_listen.rpartition(":")
+        return host.strip("[]") or "0.0.0.0", int(port)
 
 
 def from_environment(environ: Mapping[str, str]) -> dict[str, str]:

@@ -58,6 +58,10 @@ class Window:
     def active(self, now: float) -> bool:
         return self.start_ts <= now < self.end_ts
 
+    def active_for(self, target: str, now: float) -> bool:
+        """Whether this window holds ``target`` at ``now``."""
+        return target in self.targets and self.active(now)
+
     def as_json(self, now: float) -> dict[str, Any]:
         """The API's form of the window."""
         return {

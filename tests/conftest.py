@@ -12,11 +12,20 @@ import pytest
 from postgres import PgServer, start_server
 from servers import TLSCerts, garbage_server, make_tls_certs, reset_server, silent_server
 
+from monitor.checks import Checker
+
 
 @pytest.fixture(scope="session")
 def tls_certs(tmp_path_factory: pytest.TempPathFactory) -> TLSCerts:
     """A trusted CA (PEM on disk) and server contexts: valid, expired, untrusted."""
     return make_tls_certs(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture
+async def checker() -> AsyncIterator[Checker]:
+    """A Checker of 10 checks at a time, closed after the test."""
+    async with Checker(max_concurrency=10) as checker:
+        yield checker
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.client_reqrep import ConnectionKey
+from probing import target
 from servers import TLSCerts, closed_port, raw_server, serve_app
 
 from monitor import __version__
@@ -27,11 +28,6 @@ from monitor.config import Target
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Every scheme a target may have, as the messages for another one list them.
 SUPPORTED = "supported: " + ", ".join(f"{scheme}://" for scheme in _TYPE_OF_SCHEME)
-
-
-def target(url: str, **options: Any) -> Target:
-    """A target named ``t`` for ``url`` with ``options`` as in the YAML file."""
-    return Target(name="t", url=url, **options)
 
 
 def app_with(**routes: Handler) -> web.Application:
@@ -73,12 +69,6 @@ def refused_error(port: int) -> str:
         f"Cannot connect to host 127.0.0.1:{port} ssl:default "
         f"[Connect call failed ('127.0.0.1', {port})]"
     )
-
-
-@pytest.fixture
-async def checker() -> AsyncIterator[Checker]:
-    async with Checker(max_concurrency=10) as checker:
-        yield checker
 
 
 @pytest.fixture

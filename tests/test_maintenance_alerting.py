@@ -19,6 +19,7 @@ from monitor.config import MonitorFile, Target
 from monitor.maintenance import Maintenance
 from monitor.metrics import Metrics
 from monitor.stores.memory import MemoryStore
+from monitor.windows import Window
 
 T0 = 1_700_000_000.0
 OPEN, CLOSE = T0 + 100, T0 + 200  # the window
@@ -197,3 +198,44 @@ async def test_the_gauge_is_1_for_the_targets_in_a_window_now() -> None:
         for s in family.samples
     }
     assert samples == {"api": ("eu", 0.0), "web": ("eu", 1.0)}
+
+
+async def test_the_status_pages_view_has_past_open_and_upcoming_windows() -> None:
+    """windows(start, end) (the status page's MaintenanceView): the windows the store kept
+    that overlap the span, past ones included (read by refresh), the open ad hoc one, and
+    the file's occurrences as its schedule says; a window ended before it began is none.
+    windows(now) is what the API lists: open and upcoming only."""
+    now = time.time()
+    day = 86400.0
+    hour = int(now // 3600) * 3600
+    config = MonitorFile.model_validate(
+        {
+            "targets": [{"name": "api", "url": "http://127.0.0.1/api"}],
+            "maintenance": [
+                {
+                    "name": "nightly",
+                    "targets": ["api"],
+                    "start": "2000-01-01T00:00:00Z",
+                    "every": "0 * * * *",
+                    "duration": "10m",
+                }
+            ],
+        }
+    )
+    store = MemoryStore()
+    past = Window("old", "ad hoc", ("api",), now - 3 * day, now - 3 * day + 600, "x", "api")
+    await store.add_window(past)
+    await store.add_window(Window("dropped", "ad hoc", ("api",), now - day, now - day, "", "api"))
+    maintenance = Maintenance(store, config)
+    await maintenance.refresh(now)
+    active = await maintenance.add(["api"], now - 60, now + 60, "now")
+    seen = maintenance.windows(now - 4 * day, now + 2 * 3600 + 1)
+    assert [w.id for w in seen if w.source == "api"] == ["old", active.id]
+    files = [(w.id, w.start_ts, w.end_ts) for w in seen if w.source == "file"]
+    first = hour if now < hour + 600 else hour + 3600
+    assert files[:2] == [
+        (f"file:nightly@{int(first)}", first, first + 600),
+        (f"file:nightly@{int(first + 3600)}", first + 3600, first + 4200),
+    ]
+    assert [w.id for w in maintenance.windows(now) if w.source == "api"] == [active.id]
+    assert seen[-1].active_for("api", seen[-1].start_ts) and not seen[-1].active_for("web", now)

@@ -182,8 +182,14 @@ async def api(
     async def reload() -> list[str]:
         return []
 
-    endpoint = Endpoint(metrics, CollectorRegistry(), lambda: True, reload, web_config=web_config)
-    endpoint.extra_routes += routes(lambda: maintenance if ready else None)
+    endpoint = Endpoint(
+        metrics,
+        CollectorRegistry(),
+        lambda: True,
+        reload,
+        web_config=web_config,
+        routes=lambda router: router.add_routes(routes(lambda: maintenance if ready else None)),
+    )
     await endpoint.start("127.0.0.1", 0)
     try:
         yield endpoint, maintenance, store

@@ -15,6 +15,7 @@ import dns.query
 import dns.rcode
 import pytest
 from dnsserver import DnsServer, Handler, answer, dns_server, free_udp_port, zone
+from probing import target
 from servers import closed_port
 
 from monitor.checks import Checker
@@ -37,17 +38,6 @@ ZONE = {
     "www.example.com": {"CNAME": ["example.com."]},
     "1.2.0.192.in-addr.arpa": {"PTR": ["host.example.com."]},
 }
-
-
-def target(url: str, **options: Any) -> Target:
-    """A target named ``t`` for ``url`` with ``options`` as in the YAML file."""
-    return Target(name="t", url=url, **options)
-
-
-@pytest.fixture
-async def checker() -> AsyncIterator[Checker]:
-    async with Checker(max_concurrency=10) as checker:
-        yield checker
 
 
 @pytest.fixture

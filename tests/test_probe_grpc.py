@@ -93,12 +93,6 @@ async def plain() -> AsyncIterator[Server]:
         yield server
 
 
-@pytest.fixture
-async def checker() -> AsyncIterator[Checker]:
-    async with Checker(max_concurrency=10) as checker:
-        yield checker
-
-
 class TestHealth:
     async def test_serving(self, checker: Checker, plain: Server) -> None:
         """A server whose health is SERVING is ok: status 0, no expiry; the grpc phases,

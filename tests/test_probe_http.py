@@ -5,7 +5,6 @@ the probe's sessions."""
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -13,19 +12,14 @@ import aiohttp
 import pytest
 import trustme
 from aiohttp import web
+from probing import target
 from servers import serve_app, stream_server
 
 from monitor.checks import Checker
 from monitor.checktypes import unsupported_scheme
-from monitor.config import Target
 from monitor.probes.base import ProbeKit
 from monitor.probes.http import HttpProbe
 from monitor.probes.httptiming import Timing, TimingConnector, current
-
-
-def target(url: str, **options: Any) -> Target:
-    """A target named ``t`` for ``url`` with ``options`` as in the YAML file."""
-    return Target(name="t", url=url, **options)
 
 
 async def hello(_request: web.Request) -> web.Response:
@@ -36,12 +30,6 @@ def hello_app() -> web.Application:
     app = web.Application()
     app.router.add_get("/hello", hello)
     return app
-
-
-@pytest.fixture
-async def checker() -> AsyncIterator[Checker]:
-    async with Checker(max_concurrency=10) as checker:
-        yield checker
 
 
 def unreadable_certificate(directory: Path, flaw: str) -> ssl.SSLContext:

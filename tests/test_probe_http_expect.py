@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from probing import target
 from servers import serve_app
 
 from monitor.checks import Checker, CheckResult
@@ -27,16 +28,6 @@ DOCUMENT = {
     "mixed": [{"ok": True}, {"ok": False}],
     "build": {"id": "abc", "tags": ["x", "y"]},
 }
-
-
-def target(url: str, **options: Any) -> Target:
-    return Target(name="t", url=url, **options)
-
-
-@pytest.fixture
-async def checker() -> AsyncIterator[Checker]:
-    async with Checker(max_concurrency=10) as checker:
-        yield checker
 
 
 @pytest.fixture

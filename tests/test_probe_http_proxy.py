@@ -8,28 +8,17 @@ import re
 import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from aiohttp import web
+from probing import target
 from proxy import forward_proxy, tinyproxy
 from servers import TLSCerts, closed_port, serve_app
 
 from monitor.checks import Checker, CheckResult
-from monitor.config import Target
 from monitor.loader import ConfigError, parse_config
 
 PASSWORD = "pr0xy-s3cret"
-
-
-def target(url: str, **options: Any) -> Target:
-    return Target(name="t", url=url, **options)
-
-
-@pytest.fixture
-async def checker() -> AsyncIterator[Checker]:
-    async with Checker(max_concurrency=10) as checker:
-        yield checker
 
 
 def assert_no_password(result: CheckResult) -> None:

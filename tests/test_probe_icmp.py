@@ -7,14 +7,14 @@ from __future__ import annotations
 import errno
 import re
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from endpoints import rendered
 from icmplib import ICMPSocketError
 from netns import Namespace, echo_requests, namespace
+from probing import target
 from prometheus_client import CollectorRegistry
 
 from monitor.checks import Checker, CheckResult
@@ -24,17 +24,6 @@ from monitor.metrics import Metrics
 from monitor.probes import icmp
 from monitor.probes.icmp import Echoes, NoSocket
 from monitor.state import Observation
-
-
-def target(url: str, **options: Any) -> Target:
-    """A target named ``t`` for ``url`` with ``options`` as in the YAML file."""
-    return Target(name="t", url=url, **options)
-
-
-@pytest.fixture
-async def checker() -> AsyncIterator[Checker]:
-    async with Checker(max_concurrency=10) as checker:
-        yield checker
 
 
 def _socket_allowed(family: socket.AddressFamily) -> str | None:

@@ -10,10 +10,10 @@ import re
 import textwrap
 import time
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 from aiohttp import web
+from probing import target
 from servers import TLSCerts, WebSocketSeen, closed_port, serve_app, stream_server, websocket_app
 
 from monitor.checks import Checker, phases_of
@@ -22,17 +22,6 @@ from monitor.loader import ConfigError, parse_config
 from monitor.probeoptions import WS
 
 WS_PHASES = ("resolve", "connect", "tls", "handshake", "response")
-
-
-def target(url: str, **options: Any) -> Target:
-    """A target named ``t`` for ``url`` with ``options`` as in the YAML file."""
-    return Target(name="t", url=url, **options)
-
-
-@pytest.fixture
-async def checker() -> AsyncIterator[Checker]:
-    async with Checker(max_concurrency=10) as checker:
-        yield checker
 
 
 @pytest.fixture

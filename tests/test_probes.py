@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiosmtpd.handlers import Sink
+from probing import target
 from servers import (
     PortZeroController,
     RawHandler,
@@ -34,17 +35,6 @@ from monitor.config import Target
 from monitor.probes.stream import Progress, classify
 
 STREAM_PHASES = {"resolve", "connect", "tls", "response"}
-
-
-def target(url: str, **options: Any) -> Target:
-    """A target named ``t`` for ``url`` with ``options`` as in the YAML file."""
-    return Target(name="t", url=url, **options)
-
-
-@pytest.fixture
-async def checker() -> AsyncIterator[Checker]:
-    async with Checker(max_concurrency=10) as checker:
-        yield checker
 
 
 async def banner_echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

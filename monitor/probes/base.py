@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import socket
 import ssl
+import time
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal, Protocol, runtime_checkable
 
@@ -51,6 +52,43 @@ class CheckResult:
     tls_expiry_ts: float | None = None  # leaf certificate notAfter, Unix seconds
     error: str = ""
     loss_ratio: float | None = None  # icmp: the share of echo requests not answered, 0-1
+
+
+def slower_than_allowed(target: Target, elapsed_s: float) -> str:
+    """Why a check that took ``elapsed_s`` fails ``expect.max_latency``; empty if it does not:
+    the one rule every type judges latency by (icmp passes its mean round-trip time)."""
+    limit_s = target.expect.max_latency_s
+    if limit_s is None or elapsed_s <= limit_s:
+        return ""
+    return f"slower than max_latency {limit_s:g}s"
+
+
+def result_of(
+    target: Target,
+    reason: Reason,
+    error: str,
+    t0: float,
+    started_at: float,
+    phases_s: dict[str, float],
+    *,
+    status: int = 0,
+    tls_expiry_ts: float | None = None,
+    loss_ratio: float | None = None,
+) -> CheckResult:
+    """The result of a check of ``target`` that began at ``t0`` (perf_counter) and
+    ``started_at`` (wall clock) and ends now."""
+    return CheckResult(
+        target=target.name,
+        ok=reason == "ok",
+        reason=reason,
+        status=status,
+        duration_s=time.perf_counter() - t0,
+        started_at=started_at,
+        phases_s=phases_s,
+        tls_expiry_ts=tls_expiry_ts,
+        error=error,
+        loss_ratio=loss_ratio,
+    )
 
 
 class Probe(Protocol):

@@ -34,7 +34,14 @@ from dns.rdtypes.txtbase import TXTBase
 
 from monitor.config import Target
 from monitor.probeoptions import DNS
-from monitor.probes.base import CheckResult, Reason, address_family, our_resources
+from monitor.probes.base import (
+    CheckResult,
+    Reason,
+    address_family,
+    our_resources,
+    result_of,
+    slower_than_allowed,
+)
 
 # What udp answers may be at most (DNS Flag Day 2020): larger ones come truncated, then tcp.
 EDNS_PAYLOAD_BYTES = 1232
@@ -96,21 +103,12 @@ async def check(target: Target) -> CheckResult:
                 query_s = time.perf_counter() - sent
         error = judge(target.dns, answer)
         reason: Reason = "response" if error else "ok"
-        limit_s = target.expect.max_latency_s
-        if not error and limit_s is not None and time.perf_counter() - t0 > limit_s:
-            reason, error = "latency", f"slower than max_latency {limit_s:g}s"
+        if not error:
+            error = slower_than_allowed(target, time.perf_counter() - t0)
+            reason = "latency" if error else "ok"
     except Exception as exc:
         reason, error = classify(exc, progress)
-    return CheckResult(
-        target=target.name,
-        ok=reason == "ok",
-        reason=reason,
-        status=0,
-        duration_s=time.perf_counter() - t0,
-        started_at=started_at,
-        phases_s={"query": query_s},
-        error=error,
-    )
+    return result_of(target, reason, error, t0, started_at, {"query": query_s})
 
 
 async def _addresses(host: str, port: int, target: Target) -> list[str]:

@@ -18,7 +18,7 @@ from multidict import CIMultiDictProxy
 
 from monitor.config import Target
 from monitor.httpoptions import JsonAssertion
-from monitor.probes.base import Reason
+from monitor.probes.base import Reason, slower_than_allowed
 
 _CHUNK_BYTES = 64 * 1024
 _SHOWN_CHARS = 80  # of a value found, in an error
@@ -86,9 +86,8 @@ def judge(target: Target, answer: Answer, elapsed_s: float) -> tuple[Reason, str
         wrong = _json_problem(target, answer)
         if wrong:
             return "body", wrong
-    if expect.max_latency_s is not None and elapsed_s > expect.max_latency_s:
-        return "latency", f"slower than max_latency {expect.max_latency_s:g}s"
-    return "ok", ""
+    slow = slower_than_allowed(target, elapsed_s)
+    return ("latency", slow) if slow else ("ok", "")
 
 
 def _body_ok(target: Target, body: bytes) -> bool:

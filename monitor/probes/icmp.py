@@ -49,7 +49,15 @@ from icmplib import (
 from icmplib.utils import unique_identifier
 
 from monitor.config import Target
-from monitor.probes.base import CheckResult, ProbeKit, Reason, address_family, our_resources
+from monitor.probes.base import (
+    CheckResult,
+    ProbeKit,
+    Reason,
+    address_family,
+    our_resources,
+    result_of,
+    slower_than_allowed,
+)
 
 ICMP_PHASES = ("rtt",)
 _ECHO_REPLY = {socket.AF_INET: 0, socket.AF_INET6: 129}
@@ -128,15 +136,13 @@ class IcmpProbe:
             reason, error = _judge(target, echoes, shown)
         except Exception as exc:
             reason, error = _classify(exc, host)
-        return CheckResult(
-            target=target.name,
-            ok=reason == "ok",
-            reason=reason,
-            status=0,
-            duration_s=time.perf_counter() - t0,
-            started_at=started_at,
-            phases_s={"rtt": echoes.mean_rtt_s},
-            error=error,
+        return result_of(
+            target,
+            reason,
+            error,
+            t0,
+            started_at,
+            {"rtt": echoes.mean_rtt_s},
             # A name that does not resolve has none of its requests answered: 1. The monitor's
             # own failure measures nothing: None, and the metric keeps its last value.
             loss_ratio=None if reason == "error" else echoes.loss_ratio,
@@ -277,11 +283,9 @@ def _judge(target: Target, echoes: Echoes, shown: str) -> tuple[Reason, str]:
             f"{lost} of {echoes.count} echo requests to {shown} lost ({share}), "
             f"more than max_loss {max_loss:g}{why}"
         )
-    limit_s = target.expect.max_latency_s
-    if limit_s is not None and echoes.mean_rtt_s > limit_s:
-        return "latency", (
-            f"mean round-trip time {echoes.mean_rtt_s:.3f}s is slower than max_latency {limit_s:g}s"
-        )
+    slow = slower_than_allowed(target, echoes.mean_rtt_s)
+    if slow:
+        return "latency", f"mean round-trip time {echoes.mean_rtt_s:.3f}s is {slow}"
     return "ok", ""
 
 

@@ -28,7 +28,15 @@ from typing import ClassVar
 from urllib.parse import urlsplit
 
 from monitor.config import Target
-from monitor.probes.base import CheckResult, ProbeKit, Reason, address_family, our_resources
+from monitor.probes.base import (
+    CheckResult,
+    ProbeKit,
+    Reason,
+    address_family,
+    our_resources,
+    result_of,
+    slower_than_allowed,
+)
 from monitor.tlsfiles import ClientCertificateError
 
 STREAM_PHASES = ("resolve", "connect", "tls", "response")
@@ -98,26 +106,17 @@ async def run(
             await connection.open()
             await talk(connection)
         talked = True
-        limit_s = target.expect.max_latency_s
-        elapsed_s = time.perf_counter() - t0
-        if limit_s is not None and elapsed_s > limit_s:
-            reason, error = "latency", f"slower than max_latency {limit_s:g}s"
+        error = slower_than_allowed(target, time.perf_counter() - t0)
+        reason = "latency" if error else "ok"
     except Exception as exc:
         reason, error = classify(exc, progress)
     finally:
         if connection is not None:
             connection.finish()
             connection.close(clean=talked)
-    return CheckResult(
-        target=target.name,
-        ok=reason == "ok",
-        reason=reason,
-        status=0,
-        duration_s=time.perf_counter() - t0,
-        started_at=started_at,
-        phases_s=progress.phases if progress is not None else {},
-        tls_expiry_ts=expiry(kit, progress),
-        error=error,
+    phases_s = progress.phases if progress is not None else {}
+    return result_of(
+        target, reason, error, t0, started_at, phases_s, tls_expiry_ts=expiry(kit, progress)
     )
 
 

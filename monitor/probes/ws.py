@@ -35,7 +35,7 @@ from aiohttp import WSMsgType
 
 from monitor.config import Target
 from monitor.probes import stream
-from monitor.probes.base import CheckResult, ProbeKit, Reason, address_family
+from monitor.probes.base import CheckResult, ProbeKit, Reason, address_family, slower_than_allowed
 from monitor.probes.http import USER_AGENT, classify
 from monitor.probes.httptiming import (
     Timing,
@@ -109,9 +109,8 @@ class WsProbe:
                 status = 101
                 await _converse(socket, target, progress)
             talked = True
-            limit_s = target.expect.max_latency_s
-            if limit_s is not None and time.perf_counter() - t0 > limit_s:
-                reason, error = "latency", f"slower than max_latency {limit_s:g}s"
+            error = slower_than_allowed(target, time.perf_counter() - t0)
+            reason = "latency" if error else "ok"
         except Exception as exc:
             reason, error, status = _classify(exc, timing, progress, status)
             error = redact(error, target.url)
