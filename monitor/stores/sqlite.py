@@ -182,6 +182,7 @@ class _Database:
         state_rows = self._db.execute("SELECT * FROM target_state").fetchall()
         outbox_rows = self._db.execute("SELECT * FROM outbox").fetchall()
         verdict_rows = self._db.execute("SELECT * FROM location_state").fetchall()
+        maintenance_rows = maintenance.rows(self._db)
         self._db.close()
         moved_to = None
         if why == "replaced":
@@ -196,6 +197,7 @@ class _Database:
             )
             self._db.executemany("INSERT INTO outbox VALUES (?, ?, ?, ?, ?, ?)", outbox_rows)
             self._db.executemany(_UPSERT_VERDICT, verdict_rows)
+            maintenance.put_rows(self._db, maintenance_rows)
         self._identity = self._file_identity()
         log.error(
             "state_file_recreated",
