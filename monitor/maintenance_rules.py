@@ -21,17 +21,16 @@ what was held back: those messages are not queued at all.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from monitor.incident import Notification
+from monitor.incident import Notification, messages
+from monitor.state import INCIDENT_STATES, Change, Step
 
 if TYPE_CHECKING:
     from monitor.config import Target
-    from monitor.state import Step, TargetState
+    from monitor.state import TargetState
     from monitor.stores.base import Stored
-
-INCIDENT_STATES = ("degraded", "down")
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,38 +74,22 @@ def settle(
     created_at: float,
     locations: dict[str, str],
 ) -> list[Notification]:
-    """The messages that bring receivers from ``told`` (the held state) to ``now``."""
+    """The messages that bring receivers from ``told`` (the held state) to ``now``: those
+    of one change from the one to the other (:func:`monitor.incident.messages`); the held
+    incident ended, as far as receivers can know, when the state now began."""
     if told.incident_id == now.incident_id:
         return []
-    out: list[Notification] = []
-    firing = Notification(
-        kind="firing",
-        target=target.name,
-        url=target.safe_url,
-        state=now.state,
-        previous_state=told.state,
+    change = Change(
+        previous=told.state,
+        current=now.state,
+        previous_since=told.since,
+        at=now.since,
         reason=now.reason,
         error=now.error,
-        since=now.since,
-        incident_id=now.incident_id,
-        labels=dict(target.labels),
-        created_at=created_at,
-        locations=dict(locations),
+        closed_incident=told.incident_id,
+        opened_incident=now.incident_id,
     )
-    if told.incident_id and target.alerts.send_resolved:
-        # It ended by the time the state now began (maybe earlier, within the window).
-        out.append(
-            replace(
-                firing,
-                kind="resolved",
-                since=told.since,
-                incident_id=told.incident_id,
-                ended_at=now.since,
-            )
-        )
-    if now.incident_id:
-        out.append(firing)
-    return out
+    return messages(target, Step(now, change=change), created_at=created_at, locations=locations)
 
 
 def announced(incidents: dict[str, Stored], held: dict[str, Stored]) -> dict[str, Stored]:

@@ -12,9 +12,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from servers import closed_port
+from test_alerting import _result
 
 from monitor.alerting import Alerting
-from monitor.checks import CheckResult
 from monitor.config import MonitorFile, Target
 from monitor.maintenance import Maintenance
 from monitor.metrics import Metrics
@@ -35,18 +35,6 @@ def _config(*names: str) -> MonitorFile:
                 for n in names
             ],
         }
-    )
-
-
-def _result(name: str, ok: bool, at: float) -> CheckResult:
-    return CheckResult(
-        target=name,
-        ok=ok,
-        reason="ok" if ok else "status",
-        status=200 if ok else 500,
-        duration_s=0.0,
-        started_at=at,
-        error="" if ok else "HTTP 500",
     )
 
 

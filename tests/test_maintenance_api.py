@@ -17,13 +17,12 @@ import pytest
 from endpoints import (
     HASH,
     PASSWORD,
-    GatedMetrics,
     WebCerts,
     basic_auth,
+    running_endpoint,
     session,
     write_web_config,
 )
-from prometheus_client import CollectorRegistry
 from servers import closed_port
 
 from monitor.cli import main
@@ -176,25 +175,11 @@ async def api(
     """A real endpoint with the maintenance API over a MemoryStore."""
     store = MemoryStore()
     maintenance = Maintenance(store, CONFIG)
-    metrics = GatedMetrics()
-    metrics.gate.set()
-
-    async def reload() -> list[str]:
-        return []
-
-    endpoint = Endpoint(
-        metrics,
-        CollectorRegistry(),
-        lambda: True,
-        reload,
-        web_config=web_config,
-        routes=lambda router: router.add_routes(routes(lambda: maintenance if ready else None)),
-    )
-    await endpoint.start("127.0.0.1", 0)
-    try:
+    view = routes(lambda: maintenance if ready else None)
+    async with running_endpoint(
+        web_config=web_config, routes=lambda router: router.add_routes(view)
+    ) as endpoint:
         yield endpoint, maintenance, store
-    finally:
-        await endpoint.close()
 
 
 def _url(endpoint: Endpoint, path: str = "/api/v1/maintenance", scheme: str = "http") -> str:
