@@ -23,6 +23,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 import aiohttp
 import structlog
@@ -35,6 +36,7 @@ from monitor.fleet import decide as decide_fleet
 from monitor.fleet import locations_map
 from monitor.incident import Notification, messages, open_incident, resolve_removed
 from monitor.loader import ConfigError
+from monitor.maintenance_rules import announced, gate
 from monitor.metrics import Metrics
 from monitor.notifiers import BaseNotifier, build_notifier
 from monitor.reload import Diff, same_subject
@@ -59,6 +61,10 @@ FLEET_POLL_S = 1.0  # in a fleet, other instances queue messages too: look this 
 # unknown -> up) commit in batches, not one by one (~1 ms each on PostgreSQL, more with fsync).
 WRITE_BATCH = 500
 WRITE_RETRY_S = (0.1, 0.5, 1.0, 2.0, 5.0)  # waits between attempts at a failed write; then 5 s
+
+
+class InWindow(Protocol):
+    def active_for(self, target: str, now: float) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +113,8 @@ class Alerting:
         self._written = asyncio.Event()  # set while no write waits
         self._written.set()
         self._writer: asyncio.Task[None] | None = None
+        # Which targets are in a maintenance window (monitor.maintenance); None: never.
+        self.maintenance: InWindow | None = None
 
     async def start(self, targets: Iterable[Target], owned: Iterable[Target] | None = None) -> None:
         """Restore state, settle what changed while we were away, start the workers.
@@ -233,6 +241,8 @@ class Alerting:
         )
         location = self.location
         decided: list[tuple[Change, dict[str, str]]] = []  # the fleet's change, if any
+        # Whether the verdict was reached in a window: its change is then held back.
+        windowed = self.maintenance is not None and self.maintenance.active_for(target.name, obs.at)
 
         def decide(view: FleetView) -> Decision:
             wanted = target.locations
@@ -250,10 +260,21 @@ class Alerting:
                 repeat_interval_s=target.alerts.repeat_interval_s,
             )
             where = locations_map(view.verdicts, counted)
-            notes = messages(target, fleet_step, created_at=time.time(), locations=where)
-            outgoing = tuple((n, note) for note in notes for n in target.alerts.notifiers)
+            now = time.time()
+            notes = messages(target, fleet_step, created_at=now, locations=where)
+            gated = gate(
+                target,
+                view.held,
+                view.fleet,
+                fleet_step,
+                notes,
+                in_window=windowed,
+                created_at=now,
+                locations=where,
+            )
+            outgoing = tuple((n, note) for note in gated.notes for n in target.alerts.notifiers)
             decided[:] = [(fleet_step.change, where)] if fleet_step.change else []
-            return Decision(fleet_step.state, outgoing)
+            return Decision(fleet_step.state, outgoing, gated.held)
 
         def recorded(decision: Decision) -> None:
             if self._fleet and decided:  # committed: say so once, from the deciding instance
@@ -301,6 +322,25 @@ class Alerting:
         self._write(_Write(forget, name))
         why = "url changed" if url_changed else "removed"
         log.info("state_forgotten", target=name, why=why)
+
+    def settle(self, names: Iterable[str], now: float) -> int:
+        """Decide again about the held targets among ``names`` that this instance checks and
+        that are in no window at ``now``: the decision sends what the window held back
+        (:mod:`monitor.maintenance_rules`), once per fleet. Returns how many were queued."""
+        queued = 0
+        for name in names:
+            target = self._targets.get(name)
+            state = self.states.get(name)
+            if target is None or state is None or state.state == "unknown":
+                continue  # not ours, or no verdict yet: an owner with one does it
+            if self.maintenance is not None and self.maintenance.active_for(name, now):
+                continue
+            # The verdict again, as it is: the fleet's state changes only if the verdicts say
+            # so (as at any record), and then with this verdict's cause.
+            obs = Observation("up", state.reason, state.error, now)
+            self._record(target, obs, Step(state))
+            queued += 1
+        return queued
 
     # -- the writer ----------------------------------------------------------------------
     def _write(self, write: _Write) -> None:
@@ -366,9 +406,10 @@ class Alerting:
         """Every open incident of the fleet that alerts ``notifier`` (Alertmanager re-sends);
         read from the store, whichever instance opened it."""
         now = time.time()
+        told = announced(await self.store.incidents(), await self.store.held())
         return [
             open_incident(name, s.url, s.labels, s.state, "firing", created_at=now)
-            for name, s in (await self.store.incidents()).items()
+            for name, s in told.items()
             if notifier in s.notifiers
         ]
 

@@ -51,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     validate = commands.add_parser("validate", help="validate the config file")
     commands.add_parser("schema", help="print the JSON Schema of the config file")
     report = commands.add_parser("report", help="uptime, incidents and latency per target")
+    from monitor.maintenance_cli import add_parser as add_maintenance
+
+    add_maintenance(commands)
 
     for command in (daemon, once, validate, report):
         command.add_argument("--config", "-c", help="the YAML target file (MONITOR_CONFIG)")
@@ -133,6 +136,10 @@ def _parser() -> argparse.ArgumentParser:
 # needs none of it, `validate` no HTTP client, and only `run` the service.
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "maintenance":
+        from monitor.maintenance_cli import main as maintenance
+
+        return maintenance(args)
     if args.command == "schema":
         from monitor.config import json_schema
 

@@ -56,6 +56,7 @@ from monitor.probeoptions import DNS, GRPC, ICMP, TCP, WS, icmp_fits
 from monitor.redaction import safe_url
 from monitor.statuspage.options import StatusPageOptions
 from monitor.tlsfiles import check_client_certificate
+from monitor.windows import MaintenanceWindow
 
 
 class Expect(Strict):
@@ -494,6 +495,10 @@ class MonitorFile(Strict):
     status_page: StatusPageOptions = Field(
         default_factory=StatusPageOptions,
         description="the status page: its title and groups of targets",
+    )
+    maintenance: tuple[MaintenanceWindow, ...] = Field(
+        default=(),
+        description="maintenance windows: checks go on, nothing is sent for their targets",
     )
 
 

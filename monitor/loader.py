@@ -23,6 +23,7 @@ import difflib
 import os
 import re
 import stat
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,8 @@ from ruamel.yaml.scanner import Scanner
 from monitor.checktypes import foreign_options, type_of, without_options
 from monitor.config import MERGED_MAPPINGS, DefaultOptions, MonitorFile, Target
 from monitor.statuspage.options import problems as status_page_problems
+from monitor.windows import MaintenanceWindow
+from monitor.windows import problems as window_problems
 
 Loc = tuple[str | int, ...]
 
@@ -204,6 +207,9 @@ def _parse(text: str, filename: str, environ: Mapping[str, str], *, fast: bool) 
         (_line_of(loc, reading.lines)[0], f"{_dotted(loc)}: {message}")
         for loc, message in status_page_problems(data)
     ]
+    raw_windows = data.get("maintenance")
+    if isinstance(raw_windows, list):
+        problems += _duplicate_names(raw_windows, "maintenance", reading)
 
     try:
         # Only the YAML keys (aliases) are accepted, not the Python names such as interval_s.
@@ -211,6 +217,10 @@ def _parse(text: str, filename: str, environ: Mapping[str, str], *, fast: bool) 
     except ValidationError as exc:
         problems += _explain(exc, data, reading)
         config = None
+    if config is not None and config.maintenance:
+        labels = {t.name: t.labels for t in config.targets}
+        for loc, message in window_problems(config.maintenance, labels, time.time()):
+            problems.append((_line_of(loc, reading.lines)[0], f"{_dotted(loc)}: {message}"))
     if problems or config is None:
         problems.sort(key=lambda p: p[0])
         raise ConfigError(
@@ -743,6 +753,9 @@ def _model_at(loc: Loc) -> type[BaseModel] | None:
             continue
         if model is MonitorFile and part == "defaults":
             model = DefaultOptions
+            continue
+        if model is MonitorFile and part == "maintenance":
+            model = MaintenanceWindow
             continue
         field = next((f for n, f in model.model_fields.items() if part in (n, f.alias)), None)
         annotation = field.annotation if field is not None else None

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import math
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -101,6 +102,8 @@ class Metrics:
         self._location = location  # on every per-target series: where the checks ran from
         self._fleet_incidents: dict[str, str] | None = None
         self._targets: dict[str, _TargetStats] = {}
+        # The targets in a maintenance window at a time (its owner: monitor.maintenance).
+        self.maintenance: Callable[[float], frozenset[str]] | None = None
 
     def set_targets(self, targets: Iterable[Target]) -> None:
         """Track exactly these targets: new ones appear, removed ones' series disappear."""
@@ -165,7 +168,8 @@ class Metrics:
 
     def _pieces(self, registry: CollectorRegistry) -> Iterator[str | None]:
         targets = list(self._targets.values())
-        for header, line in _target_families(self._bounds, self._fleet_incidents):
+        held = self.maintenance(time.time()) if self.maintenance is not None else None
+        for header, line in _target_families(self._bounds, self._fleet_incidents, held):
             yield header
             for start in range(0, len(targets), RENDER_CHUNK):
                 yield "".join(line(s) for s in targets[start : start + RENDER_CHUNK])
@@ -211,7 +215,9 @@ Line = Callable[[_TargetStats], str]
 
 
 def _target_families(
-    bounds: Sequence[float], fleet_incidents: dict[str, str] | None
+    bounds: Sequence[float],
+    fleet_incidents: dict[str, str] | None,
+    maintenance: frozenset[str] | None = None,
 ) -> list[tuple[str, Line]]:
     """(HELP/TYPE header, one target's lines) for every per-target family, in order."""
     les = [f'le="{_le(b)}"' for b in (*bounds, float("inf"))]
@@ -286,6 +292,12 @@ def _target_families(
             return ""
         return f"monitor_icmp_packet_loss_ratio{{{s.label}}} {_num(s.loss_ratio)}\n"
 
+    def in_window(s: _TargetStats) -> str:
+        if maintenance is None:
+            return ""
+        value = "1.0" if s.info["target"] in maintenance else "0.0"
+        return f"monitor_maintenance{{{s.label}}} {value}\n"
+
     return [
         (_header("monitor_up", "gauge", "1 if the last check passed, else 0"), up),
         (_header("monitor_check_duration_seconds", "histogram", "Total time of a check"), duration),
@@ -349,5 +361,13 @@ def _target_families(
                 "icmp targets: the share of the last check's echo requests not answered (0-1)",
             ),
             loss,
+        ),
+        (
+            _header(
+                "monitor_maintenance",
+                "gauge",
+                "1 while the target is in a maintenance window (nothing is sent for it), else 0",
+            ),
+            in_window,
         ),
     ]

@@ -29,6 +29,8 @@ from monitor.history import DAY_S, MAX_RETENTION_S, Incident, Rollup, stats
 from monitor.incident import human_duration, iso_utc
 from monitor.stores.base import HistoryReader
 from monitor.stores.dsn import is_postgres_url, redacted
+from monitor.windows import Window as MaintenanceSpan
+from monitor.windows import spans_by_target
 
 EXIT_OK, EXIT_CONFIG = 0, 2
 DEFAULT_SINCE = "30d"
@@ -125,6 +127,11 @@ class _SqliteReader:
     async def first_seen(self) -> dict[str, float]:
         return self._history.first_seen(self._db)
 
+    async def windows_between(self, start: float, end: float) -> list[MaintenanceSpan]:
+        from monitor.stores import sqlite_maintenance  # noqa: PLC0415
+
+        return sqlite_maintenance.windows_between(self._db, start, end)
+
     async def close(self) -> None:
         self._db.close()
 
@@ -161,6 +168,11 @@ class _PostgresReader:
         result: dict[str, float] = await self._history.first_seen(self._conn)
         return result
 
+    async def windows_between(self, start: float, end: float) -> list[MaintenanceSpan]:
+        from monitor.stores import postgres_maintenance  # noqa: PLC0415
+
+        return await postgres_maintenance.windows_between(self._conn, start, end)
+
     async def close(self) -> None:
         await self._conn.close()
 
@@ -187,6 +199,7 @@ async def rows(
     daily = span.start < now - config.history.hourly_s
     since = span.start // DAY_S * DAY_S if daily else span.start // 3600 * 3600
     totals = await reader.rollup_totals(daily, since, span.end)
+    maintenance = spans_by_target(await reader.windows_between(span.start, span.end))
     out = []
     for name in names:
         mine = [s for s in incidents if s.target == name]
@@ -197,6 +210,7 @@ async def rows(
             first_seen=first_seen.get(name),
             now=now,
             totals=totals.get(name),
+            excluded=maintenance.get(name, ()),
         )
         out.append({"target": name, **_rounded(figures)})
     return out

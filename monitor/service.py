@@ -18,6 +18,7 @@ import sys
 import time
 
 import structlog
+from aiohttp import web
 
 from monitor import __version__
 from monitor.alerting import Alerting
@@ -36,6 +37,8 @@ from monitor.connections import Limits
 from monitor.endpoint import Endpoint, EndpointError
 from monitor.loader import ConfigError, load_config
 from monitor.logs import configure, log_check
+from monitor.maintenance import Maintenance
+from monitor.maintenance_api import routes as maintenance_routes
 from monitor.membership import Membership
 from monitor.metrics import Metrics
 from monitor.reload import apply
@@ -94,13 +97,15 @@ class Service:
                 settings.web_header_timeout_s,
                 settings.web_keepalive_timeout_s,
             ),
-            routes=self.status_page.add_routes,
+            routes=self._add_routes,
         )
         self.status_server = (
             StatusServer(self.status_page, self.endpoint.limits)
             if settings.status_address
             else None
         )
+        # Maintenance windows (monitor.maintenance): the view the status page reads too.
+        self.maintenance: Maintenance | None = None
         self.systemd = SystemdNotifier()
         self.should_exit = asyncio.Event()
         self.force_exit = asyncio.Event()
@@ -138,6 +143,9 @@ class Service:
         ]
         if self.membership is not None:
             self._tasks.append(asyncio.create_task(self.membership.run(), name="fleet"))
+        if self.maintenance is not None and self.alerting is not None:
+            watch = self.maintenance.run(self.alerting.settle)
+            self._tasks.append(asyncio.create_task(watch, name="maintenance"))
         for task in self._tasks:
             task.add_done_callback(lambda t: None if t.cancelled() else self._task_died(t))
         await self.should_exit.wait()
@@ -193,6 +201,14 @@ class Service:
             fleet=settings.fleet,
             holds=membership.holds,
         )
+        self.maintenance = Maintenance(store, self.config)
+        self.alerting.maintenance = self.maintenance
+        self.status_page.maintenance = self.maintenance
+        self.metrics.maintenance = self.maintenance.active_targets
+        try:
+            await self.maintenance.refresh(time.time())
+        except Exception as exc:  # the database is away: its ad hoc windows come later
+            log.warning("maintenance_not_read", error=f"{type(exc).__name__}: {exc}")
         try:
             await self.alerting.start(targets, owned)
         except ConfigError as exc:
@@ -292,6 +308,11 @@ class Service:
         self.exit_code = EXIT_FAILURE
         self.should_exit.set()
 
+    def _add_routes(self, router: web.UrlDispatcher) -> None:
+        """The endpoint's paths besides its own: the status page's, the maintenance API."""
+        self.status_page.add_routes(router)
+        router.add_routes(maintenance_routes(lambda: self.maintenance))
+
     def _ready(self) -> bool:
         return self.started and not self.should_exit.is_set()
 
@@ -343,6 +364,8 @@ class Service:
         if self.rollups is not None:
             self.rollups.retention = config.history
         self.status_page.configure(config)
+        if self.maintenance is not None:
+            self.maintenance.set_config(config)
         _settle_memory()
         self.reload_status.ok(time.time())
         log.info("config_reloaded", **diff.summary())

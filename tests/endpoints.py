@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +22,7 @@ from pathlib import Path
 import aiohttp
 import bcrypt
 import trustme
+from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from monitor.config import Target
@@ -67,8 +68,10 @@ async def running_endpoint(
     limits: Limits | None = None,
     host: str = "127.0.0.1",
     reloads: list[str] | None = None,
+    routes: Callable[[web.UrlDispatcher], None] | None = None,
 ) -> AsyncIterator[Endpoint]:
-    """A started Endpoint on ``host`` port 0; ``reloads`` records each POST /-/reload."""
+    """A started Endpoint on ``host`` port 0; ``reloads`` records each POST /-/reload;
+    ``routes`` adds paths (as the service adds the status page's and the maintenance API)."""
     if metrics is None:
         metrics = GatedMetrics()
         metrics.gate.set()
@@ -86,6 +89,7 @@ async def running_endpoint(
         web_config=web_config,
         lifecycle=lifecycle,
         limits=limits,
+        routes=routes,
     )
     await endpoint.start(host, 0)
     try:

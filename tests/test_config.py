@@ -248,7 +248,7 @@ class TestProblems:
             "m.yaml:4: targets[0].intervall: unknown key 'intervall' (did you mean 'interval'?)",
             "m.yaml:5: targets[0].expect.stauts: unknown key 'stauts' (did you mean 'status'?)",
             "m.yaml:6: wibble: unknown key 'wibble'"
-            " (known keys: defaults, notifiers, targets, history, status_page)",
+            " (known keys: defaults, notifiers, targets, history, status_page, maintenance)",
         ]
 
     def test_wrong_type(self) -> None:

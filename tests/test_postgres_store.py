@@ -100,6 +100,8 @@ class TestOpening:
                     "instances",
                     "leases",
                     "location_state",
+                    "maintenance_held",
+                    "maintenance_window",
                     "outbox",
                     "schema_version",
                 ],

@@ -16,6 +16,7 @@ from monitor.history import HistoryOptions
 from monitor.httpoptions import JsonAssertion
 from monitor.loader import ConfigError, load_config, parse_config
 from monitor.probeoptions import DNS, GRPC, ICMP, TCP, DnsExpect
+from monitor.windows import MaintenanceWindow
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = ROOT / "config" / "monitor.schema.json"
@@ -38,6 +39,7 @@ SHOWN_MODELS: tuple[type[BaseModel], ...] = (
     ICMP,
     JsonAssertion,
     HistoryOptions,
+    MaintenanceWindow,
 )
 EXPLAINED_MODELS: tuple[type[BaseModel], ...] = (
     Target,
@@ -52,6 +54,7 @@ EXPLAINED_MODELS: tuple[type[BaseModel], ...] = (
     ICMP,
     JsonAssertion,
     HistoryOptions,
+    MaintenanceWindow,
 )
 # The secrets the example's commented-out notifiers read from the environment.
 SECRETS = {

@@ -19,6 +19,7 @@ from typing import Protocol
 from monitor.history import Incident, Rollup, Transition, transition
 from monitor.incident import Notification
 from monitor.state import TargetState
+from monitor.windows import Window
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +49,9 @@ class FleetView:
     fleet: TargetState  # the persisted fleet state; TargetState() if there was none
     verdicts: dict[str, TargetState]  # location → its verdict, the one being recorded included
     live: frozenset[str]  # locations with a live instance; the recording one always counts
+    # The fleet state receivers were last told of, kept while a maintenance window holds
+    # messages back (monitor.maintenance_rules); None when nothing is held.
+    held: TargetState | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +60,7 @@ class Decision:
 
     state: TargetState
     outgoing: tuple[tuple[str, Notification], ...] = ()  # (notifier, message)
+    held: TargetState | None = None  # written as the target's held state (None: none)
 
 
 Decide = Callable[[FleetView], Decision]
@@ -161,6 +166,11 @@ class HistoryReader(Protocol):
         """Each target's first check or first verdict, Unix seconds."""
         ...
 
+    async def windows_between(self, start: float, end: float) -> list[Window]:
+        """The maintenance windows kept that overlap [start, end), by start (one that was
+        ended before it began is none)."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -232,6 +242,28 @@ class StateStore(HistoryReader, Protocol):
     ) -> int:
         """Delete up to ``limit`` rows of each kind (hourly, daily, closed incidents) that
         start (closed ones: end) before its cutoff; returns how many went (0: done)."""
+        ...
+
+    # -- maintenance (monitor.maintenance) --------------------------------------------------
+    # record and record_many also read the target's held state into FleetView.held and
+    # write Decision.held in their transaction; forget drops it (its farewell then is about
+    # the held state, the one receivers know).
+    async def held(self) -> dict[str, Stored]:
+        """The targets with a held state: that state, with the fleet row's URL, labels and
+        notifiers."""
+        ...
+
+    async def add_window(self, window: Window) -> None:
+        """Keep ``window``; one with the same id already kept stays as it is."""
+        ...
+
+    async def end_window(self, window_id: str, at: float) -> Window | None:
+        """End the kept window ``window_id`` at ``at`` (one that starts later ends at its
+        start; one already over keeps its end); returns it, or None if there is none."""
+        ...
+
+    async def prune_windows(self, before: float, limit: int) -> int:
+        """Delete up to ``limit`` windows that ended before ``before``; how many went."""
         ...
 
     # -- the fleet (a fleet of one for a file) ---------------------------------------------

@@ -25,6 +25,7 @@ from monitor.stores.base import (
     Subject,
     history_change,
 )
+from monitor.windows import Window
 
 
 class MemoryStore(FleetOfOne):
@@ -40,6 +41,8 @@ class MemoryStore(FleetOfOne):
         self.seen: dict[str, float] = {}  # target → first_seen
         self.hourly: dict[tuple[int, str, str], Rollup] = {}  # (start, target, location) →
         self.daily: dict[tuple[int, str, str], Rollup] = {}
+        self.held_states: dict[str, TargetState] = {}  # target → held state (maintenance)
+        self.kept_windows: dict[str, Window] = {}  # by id
 
     async def load(self, location: str) -> dict[str, Stored]:
         return {
@@ -55,7 +58,7 @@ class MemoryStore(FleetOfOne):
         prev = saved.state if saved is not None else TargetState()
         verdicts = {**self.verdicts.get(subject.name, {}), location: _persisted(verdict)}
         live = self.live | {location}
-        view = FleetView(prev, verdicts, live)
+        view = FleetView(prev, verdicts, live, self.held_states.get(subject.name))
         decision = decide(view)  # may raise: nothing changed yet
         self._history(history_change(subject.name, prev, view, decision))
         self.verdicts[subject.name] = verdicts
@@ -64,16 +67,20 @@ class MemoryStore(FleetOfOne):
             subject.url, labels, subject.notifiers, _persisted(decision.state)
         )
         self._enqueue(decision.outgoing)
+        if decision.held is None:
+            self.held_states.pop(subject.name, None)
+        else:
+            self.held_states[subject.name] = _persisted(decision.held)
         return decision
 
     async def record_many(self, records: Sequence[Record]) -> list[Decision]:
         saved = (dict(self.states), dict(self.verdicts), dict(self.outbox), self._next_id)
-        history = (dict(self.incident_log), dict(self.seen))
+        history = (dict(self.incident_log), dict(self.seen), dict(self.held_states))
         try:
             return [await self.record(r.subject, r.location, r.verdict, r.decide) for r in records]
         except BaseException:
             self.states, self.verdicts, self.outbox, self._next_id = saved  # all or none
-            self.incident_log, self.seen = history
+            self.incident_log, self.seen, self.held_states = history
             raise
 
     async def forget(self, name: str, location: str, farewell: Farewell) -> None:
@@ -83,8 +90,11 @@ class MemoryStore(FleetOfOne):
             if name in self.verdicts:
                 self.verdicts[name] = verdicts
             return
-        outgoing = list(farewell(saved))  # may raise: nothing changed yet
+        held = self.held_states.get(name)
+        told = saved if held is None else replace(saved, state=held)
+        outgoing = list(farewell(told))  # may raise: nothing changed yet
         self.verdicts.pop(name, None)
+        self.held_states.pop(name, None)
         del self.states[name]
         self._enqueue(outgoing)
         if saved.state.incident_id:  # the incident ends with the target's state
@@ -174,6 +184,39 @@ class MemoryStore(FleetOfOne):
 
     async def first_seen(self) -> dict[str, float]:
         return dict(self.seen)
+
+    # -- maintenance -------------------------------------------------------------------------
+    async def held(self) -> dict[str, Stored]:
+        return {
+            name: replace(self.states[name], state=state)
+            for name, state in self.held_states.items()
+            if name in self.states
+        }
+
+    async def add_window(self, window: Window) -> None:
+        self.kept_windows.setdefault(window.id, window)
+
+    async def end_window(self, window_id: str, at: float) -> Window | None:
+        window = self.kept_windows.get(window_id)
+        if window is None:
+            return None
+        ended = replace(window, end_ts=min(window.end_ts, max(window.start_ts, at)))
+        self.kept_windows[window_id] = ended
+        return ended
+
+    async def windows_between(self, start: float, end: float) -> list[Window]:
+        found = [
+            w
+            for w in self.kept_windows.values()
+            if w.start_ts < end and w.end_ts > start and w.end_ts > w.start_ts
+        ]
+        return sorted(found, key=lambda w: (w.start_ts, w.id))
+
+    async def prune_windows(self, before: float, limit: int) -> int:
+        old = [i for i, w in self.kept_windows.items() if w.end_ts < before][:limit]
+        for window_id in old:
+            del self.kept_windows[window_id]
+        return len(old)
 
 
 def _persisted(state: TargetState) -> TargetState:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
 from psycopg.types.json import Json
@@ -39,6 +40,7 @@ from psycopg.types.json import Json
 from monitor.incident import Notification
 from monitor.state import TargetState
 from monitor.stores import postgres_history as history
+from monitor.stores import postgres_maintenance as maintenance
 from monitor.stores.base import (
     Decide,
     Decision,
@@ -80,7 +82,7 @@ def _values(s: TargetState) -> tuple[Any, ...]:
     return (s.state, s.since, s.reason, s.error, s.incident_id, s.last_notified)
 
 
-class PostgresStore(history.HistoryMethods):
+class PostgresStore(history.HistoryMethods, maintenance.MaintenanceMethods):
     """:class:`monitor.stores.base.StateStore` on a PostgreSQL database; see the module."""
 
     def __init__(self, url: str, on_fatal: FatalHandler | None, connect_timeout_s: float):
@@ -190,6 +192,8 @@ class PostgresStore(history.HistoryMethods):
                 {"ttl_s": ttl_s},
             )
             live = frozenset(row[0] for row in await cur.fetchall())
+            held_before = await maintenance.held_states(conn, names)
+            held: dict[str, TargetState | None] = dict(held_before)
             # Decided here, in order (a target twice in a batch: the second sees the first);
             # then written with one statement each, pipelined.
             decisions = []
@@ -201,9 +205,12 @@ class PostgresStore(history.HistoryMethods):
                 name, location = record.subject.name, record.location
                 verdict = _state(_values(record.verdict))  # as stored: without counters
                 verdicts[name][location] = verdict
-                view = FleetView(fleet[name], dict(verdicts[name]), live | {location})
+                view = FleetView(
+                    fleet[name], dict(verdicts[name]), live | {location}, held.get(name)
+                )
                 decision = record.decide(view)
                 changes.append(history_change(name, fleet[name], view, decision))
+                held[name] = decision.held
                 fleet[name], subjects[name] = decision.state, record.subject
                 written[(name, location)] = verdict
                 outgoing.extend(decision.outgoing)
@@ -236,6 +243,7 @@ class PostgresStore(history.HistoryMethods):
                 )
             await _enqueue(conn, outgoing)
             await history.apply(conn, changes)
+            await maintenance.write_held(conn, dict(held_before), held)
         return decisions
 
     async def forget(self, name: str, location: str, farewell: Farewell) -> None:
@@ -258,7 +266,8 @@ class PostgresStore(history.HistoryMethods):
                 return  # another location still checks it: the fleet state stays
             await conn.execute("DELETE FROM fleet_state WHERE target = %s", (name,))
             stored = Stored(row[0], row[1], tuple(row[2]), _state(row[3:]))
-            await _enqueue(conn, farewell(stored))
+            told = await maintenance.forget_held(conn, name)  # what receivers were told
+            await _enqueue(conn, farewell(stored if told is None else replace(stored, state=told)))
             if stored.state.incident_id:  # the incident ends with the target's state
                 await history.close(conn, stored.state.incident_id, time.time())
 

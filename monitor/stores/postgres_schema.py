@@ -20,6 +20,7 @@ import psycopg
 
 from monitor.stores.base import StateFileError
 from monitor.stores.postgres_history import SCHEMA as HISTORY
+from monitor.stores.postgres_maintenance import SCHEMA as MAINTENANCE
 
 _STATE_COLUMNS = """
     state text NOT NULL CHECK (state IN ('unknown', 'up', 'degraded', 'down')),
@@ -68,7 +69,7 @@ CREATE TABLE leases (
 
 # MIGRATIONS[n] takes a database from schema version n to n + 1. Append only: a released
 # step never changes, since databases out there already had it.
-MIGRATIONS: tuple[str, ...] = (_V1, HISTORY)
+MIGRATIONS: tuple[str, ...] = (_V1, HISTORY, MAINTENANCE)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -20,6 +20,7 @@ import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ import structlog
 from monitor.incident import Notification
 from monitor.state import TargetState
 from monitor.stores import sqlite_history as history
+from monitor.stores import sqlite_maintenance as maintenance
 from monitor.stores.base import (
     Decide,
     Decision,
@@ -180,6 +182,7 @@ class _Database:
         state_rows = self._db.execute("SELECT * FROM target_state").fetchall()
         outbox_rows = self._db.execute("SELECT * FROM outbox").fetchall()
         verdict_rows = self._db.execute("SELECT * FROM location_state").fetchall()
+        maintenance_rows = maintenance.rows(self._db)
         self._db.close()
         moved_to = None
         if why == "replaced":
@@ -194,6 +197,7 @@ class _Database:
             )
             self._db.executemany("INSERT INTO outbox VALUES (?, ?, ?, ?, ?, ?)", outbox_rows)
             self._db.executemany(_UPSERT_VERDICT, verdict_rows)
+            maintenance.put_rows(self._db, maintenance_rows)
         self._identity = self._file_identity()
         log.error(
             "state_file_recreated",
@@ -214,7 +218,7 @@ class _Database:
             if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
                 msg = "integrity check failed"
                 raise sqlite3.DatabaseError(msg)
-            db.executescript(_SCHEMA + history.SCHEMA)
+            db.executescript(_SCHEMA + history.SCHEMA + maintenance.SCHEMA)
         except BaseException:
             db.close()
             raise
@@ -275,9 +279,11 @@ class _Database:
                 _SELECT_TARGET_VERDICTS, (subject.name,)
             ).fetchall()
         }
-        view = FleetView(prev, verdicts, live | {location})
+        held = maintenance.held_state(self._db, subject.name)
+        view = FleetView(prev, verdicts, live | {location}, held)
         decision = decide(view)
         history.apply(self._db, history_change(subject.name, prev, view, decision))
+        maintenance.write_held(self._db, subject.name, held, decision.held)
         self._db.execute(
             "INSERT OR REPLACE INTO target_state VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
@@ -305,7 +311,9 @@ class _Database:
                 return
             self._db.execute("DELETE FROM target_state WHERE target = ?", (name,))
             stored = self._stored(row)
-            self._enqueue(farewell(stored))
+            held = maintenance.held_state(self._db, name)  # what receivers were told
+            maintenance.write_held(self._db, name, held, None)
+            self._enqueue(farewell(stored if held is None else replace(stored, state=held)))
             if stored.state.incident_id:  # the incident ends with the target's state
                 history.close(self._db, stored.state.incident_id, time.time())
 
@@ -390,7 +398,7 @@ class _Transaction:
         self._db.execute("ROLLBACK" if exc_type is not None else "COMMIT")
 
 
-class SqliteStore(history.HistoryMethods, FleetOfOne):
+class SqliteStore(history.HistoryMethods, maintenance.MaintenanceMethods, FleetOfOne):
     """:class:`monitor.stores.base.StateStore` on a SQLite file; see the module docstring."""
 
     def __init__(self, db: _Database, thread: ThreadPoolExecutor) -> None:
