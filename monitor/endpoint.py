@@ -23,6 +23,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from monitor import __version__
 from monitor.connections import Connections, Limits
+from monitor.listener import Listener
 from monitor.metrics import Metrics
 from monitor.webconfig import BasicAuth, WebConfigError, WebConfigWatcher
 
@@ -66,12 +67,14 @@ class Endpoint:
         self._routes = routes  # more GET paths, behind the same auth (the status page)
         self.web: WebConfigWatcher | None = None
         self.auth = BasicAuth()
-        self.connections: Connections | None = None
-        self._runner: web.AppRunner | None = None
-        self._server: asyncio.Server | None = None
+        self._listener: Listener | None = None
         self._rendering: Rendering | None = None
         self.renderings = 0  # how many times the exposition was rendered
         self.port: int | None = None
+
+    @property
+    def connections(self) -> Connections | None:
+        return None if self._listener is None else self._listener.connections
 
     async def start(self, host: str, port: int) -> None:
         try:
@@ -88,26 +91,14 @@ class Endpoint:
         if self._routes is not None:
             self._routes(app.router)
         app.on_response_prepare.append(self._add_headers)
-        self._runner = web.AppRunner(
-            app,
-            access_log=None,
-            handle_signals=False,
-            keepalive_timeout=self.limits.keepalive_timeout_s,
-        )
-        await self._runner.setup()
-        server = self._runner.server
-        assert server is not None
-        self.connections = Connections(server, lambda: web_config.current().tls, self.limits)
+        self._listener = Listener(self.limits, lambda: web_config.current().tls)
         try:
-            self._server = await asyncio.get_running_loop().create_server(
-                self.connections.accept, host, port, reuse_address=True
-            )
+            await self._listener.start(app, host, port)
         except OSError as exc:
-            await self.close()
             msg = f"cannot listen on {host}:{port}: {exc.strerror or exc}"
             raise EndpointError(msg) from None
-        addresses = [sock.getsockname() for sock in self._server.sockets]
-        self.port = addresses[0][1]
+        addresses = self._listener.addresses
+        self.port = self._listener.port
         exposed = [a[0] for a in addresses if not ipaddress.ip_address(a[0]).is_loopback]
         if exposed and not web_config.config.users:
             shown = host or exposed[0]
@@ -118,34 +109,21 @@ class Endpoint:
             )
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-        if self.connections is not None:
-            # Those aiohttp never saw: still in their TLS handshake.
-            self.connections.close_all()
+        if self._listener is not None:
+            await self._listener.close()
 
     @web.middleware
     async def _gate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """Basic auth for every path, and the connection marked busy while it is served."""
-        assert self.connections is not None
+        assert self._listener is not None
         assert self.web is not None
-        connection = self.connections.of(request.protocol)
-        if connection is not None:
-            connection.request_started()
-        try:
+        with self._listener.busy(request):
             users = self.web.current().users
             if users and not await self.auth.allows(request.headers.get(hdrs.AUTHORIZATION), users):
                 return web.Response(
                     status=401, text="Unauthorized\n", headers={hdrs.WWW_AUTHENTICATE: "Basic"}
                 )
             return await handler(request)
-        finally:
-            if connection is not None:
-                connection.request_finished()
 
     async def _add_headers(self, _request: web.Request, response: web.StreamResponse) -> None:
         assert self.web is not None

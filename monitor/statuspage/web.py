@@ -34,6 +34,7 @@ from aiohttp import hdrs, web
 from monitor.config import MonitorFile
 from monitor.connections import Connections, Limits
 from monitor.history import DAY_S
+from monitor.listener import Listener
 from monitor.state import TargetState
 from monitor.statuspage import model, render
 from monitor.statuspage.badges import KINDS, badge
@@ -265,61 +266,34 @@ class StatusServer:
     def __init__(self, page: StatusPage, limits: Limits) -> None:
         self.page = page
         self.limits = limits
-        self.connections: Connections | None = None
         self.port: int | None = None
-        self._runner: web.AppRunner | None = None
-        self._server: asyncio.Server | None = None
+        # Plain HTTP: the web config's TLS may ask for client certificates (README).
+        self._listener = Listener(limits, lambda: None)
+
+    @property
+    def connections(self) -> Connections | None:
+        return self._listener.connections
 
     async def start(self, host: str, port: int) -> None:
         """Listen; OSError (the port taken, an address that does not exist) as is."""
         app = web.Application(middlewares=[self._guard])
         self.page.add_routes(app.router)
         app.router.add_get("/", self._index)
-        self._runner = web.AppRunner(
-            app,
-            access_log=None,
-            handle_signals=False,
-            keepalive_timeout=self.limits.keepalive_timeout_s,
-        )
-        await self._runner.setup()
-        server = self._runner.server
-        assert server is not None
-        self.connections = Connections(server, lambda: None, self.limits)
-        try:
-            self._server = await asyncio.get_running_loop().create_server(
-                self.connections.accept, host, port, reuse_address=True
-            )
-        except OSError:
-            await self.close()
-            raise
-        self.port = self._server.sockets[0].getsockname()[1]
+        await self._listener.start(app, host, port)
+        self.port = self._listener.port
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-        if self.connections is not None:
-            self.connections.close_all()
+        await self._listener.close()
 
     @web.middleware
     async def _guard(
         self, request: web.Request, handler: Callable[[web.Request], object]
     ) -> web.StreamResponse:
         """The connection is busy while a request is served (the guard evicts idle ones)."""
-        assert self.connections is not None
-        connection = self.connections.of(request.protocol)
-        if connection is not None:
-            connection.request_started()
-        try:
+        with self._listener.busy(request):
             response = await handler(request)  # type: ignore[misc]
             assert isinstance(response, web.StreamResponse)
             return response
-        finally:
-            if connection is not None:
-                connection.request_finished()
 
     async def _index(self, _request: web.Request) -> web.Response:
         return web.Response(status=302, headers={hdrs.LOCATION: "status"})
