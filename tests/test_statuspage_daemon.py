@@ -8,6 +8,7 @@ import json
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -110,3 +111,75 @@ async def test_status_port_taken_is_exit_1(tmp_path: Path) -> None:
             assert failed["error"].startswith(f"cannot listen on {address}:")
     finally:
         taken.close()
+
+
+def _json_request(url: str, method: str, body: dict[str, object] | None = None) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    headers = {} if body is None else {"Content-Type": "application/json"}
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+async def test_an_ad_hoc_window_shows_on_the_page(tmp_path: Path) -> None:
+    """A window started through POST /api/v1/maintenance shows on the status page: the
+    target's state is maintenance, the banner says so, the window is listed with its reason
+    and the badge says maintenance; DELETE ends it and the target is up on the page again."""
+
+    async def ok(_r: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/ok", ok)
+    name = first_slot_name("shop")
+    async with serve_app(app) as base:
+        config = tmp_path / "monitor.yaml"
+        config.write_text(
+            "defaults: {interval: 2s}\n"
+            f"targets:\n  - {{name: {name}, url: '{base}/ok'}}\n"
+            "status_page: {title: Shop status}\n"
+        )
+        async with run_daemon(config) as daemon:
+            await daemon.wait_for(lambda e: e.get("event") == "state_change" and e["to"] == "up")
+            root = f"http://127.0.0.1:{daemon.port}"
+
+            async def state_on_page(wanted: str) -> dict[str, Any]:
+                # The page is rendered again within its watch interval (2 s) of a change,
+                # in another process: its answer is the only thing to wait on.
+                async with asyncio.timeout(20):
+                    while True:
+                        code, data = await asyncio.to_thread(
+                            _json_request, f"{root}/api/v1/status", "GET"
+                        )
+                        assert code == 200
+                        if data["targets"][0]["state"] == wanted:
+                            return dict(data)
+                        await asyncio.sleep(0.2)
+
+            await state_on_page("up")
+            code, window = await asyncio.to_thread(
+                _json_request,
+                f"{root}/api/v1/maintenance",
+                "POST",
+                {"targets": [name], "duration": "1h", "reason": "moving racks"},
+            )
+            assert code == 201
+            data = await state_on_page("maintenance")
+            assert data["status"] == {
+                "indicator": "maintenance",
+                "description": "Under maintenance",
+            }
+            (active,) = data["maintenance"]["active"]
+            assert (active["targets"], active["reason"]) == ([name], "moving racks")
+            code, svg = await asyncio.to_thread(_request, f"{root}/badge/{name}/status.svg")
+            assert code == 200 and b">maintenance</text>" in svg
+
+            code, _ = await asyncio.to_thread(
+                _json_request, f"{root}/api/v1/maintenance/{window['id']}", "DELETE"
+            )
+            assert code == 200
+            data = await state_on_page("up")
+            assert data["maintenance"]["active"] == []
