@@ -30,7 +30,6 @@ import structlog
 
 from monitor.checks import CheckResult
 from monitor.config import MonitorFile, Target
-from monitor.config import Notifier as NotifierConfig
 from monitor.delivery import Delivery
 from monitor.fleet import decide as decide_fleet
 from monitor.fleet import locations_map
@@ -38,6 +37,7 @@ from monitor.incident import Notification, messages, open_incident, resolve_remo
 from monitor.loader import ConfigError
 from monitor.maintenance_rules import announced, gate
 from monitor.metrics import Metrics
+from monitor.notifierconfig import Notifier as NotifierConfig
 from monitor.notifiers import BaseNotifier, build_notifier
 from monitor.reload import Diff, same_subject
 from monitor.state import (

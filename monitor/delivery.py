@@ -25,8 +25,8 @@ from typing import Any
 
 import structlog
 
-from monitor.config import Notifier as NotifierConfig
 from monitor.incident import Notification
+from monitor.notifierconfig import Notifier as NotifierConfig
 from monitor.notifiers import Alertmanager, BaseNotifier, DeliveryError
 from monitor.stores import Pending, StateStore, StoreUnavailable
 

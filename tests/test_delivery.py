@@ -18,9 +18,9 @@ from store_contract import save
 from structlog.testing import capture_logs
 
 from monitor import delivery as delivery_module
-from monitor.config import AlertmanagerNotifier, WebhookNotifier
 from monitor.delivery import Delivery, backoff_s
 from monitor.incident import Notification, payload
+from monitor.notifierconfig import AlertmanagerNotifier, WebhookNotifier
 from monitor.notifiers import Alertmanager, build_notifier
 from monitor.state import TargetState
 from monitor.stores import Pending, StateStore

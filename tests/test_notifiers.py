@@ -29,7 +29,8 @@ from pydantic import TypeAdapter, ValidationError
 from servers import PortZeroController, TLSCerts, closed_port, serve_app
 
 from monitor import __version__
-from monitor.config import (
+from monitor.incident import Notification, human_duration, payload
+from monitor.notifierconfig import (
     AlertmanagerNotifier,
     EmailNotifier,
     Notifier,
@@ -37,7 +38,6 @@ from monitor.config import (
     SlackNotifier,
     WebhookNotifier,
 )
-from monitor.incident import Notification, human_duration, payload
 from monitor.notifiers import Alertmanager, BaseNotifier, DeliveryError, build_notifier
 from monitor.notifiers.base import parse_retry_after
 from monitor.notifiers.pagerduty import PagerDuty

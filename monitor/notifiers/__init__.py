@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import aiohttp
 
-from monitor.config import (
+from monitor.notifierconfig import (
     AlertmanagerNotifier,
     EmailNotifier,
     PagerDutyNotifier,

@@ -17,7 +17,6 @@ from typing import Any
 
 import aiohttp
 
-from monitor.config import AlertmanagerNotifier
 from monitor.incident import (
     Notification,
     cause,
@@ -27,6 +26,7 @@ from monitor.incident import (
     locations_text,
     severity,
 )
+from monitor.notifierconfig import AlertmanagerNotifier
 from monitor.notifiers.base import HttpNotifier
 
 _EXPIRY_RESENDS = 4  # an alert outlives this many missed re-sends before Alertmanager drops it

@@ -12,8 +12,8 @@ from typing import Any
 
 import aiohttp
 
-from monitor.config import PagerDutyNotifier
 from monitor.incident import Notification, headline, iso_utc, payload, severity
+from monitor.notifierconfig import PagerDutyNotifier
 from monitor.notifiers.base import HttpNotifier
 
 

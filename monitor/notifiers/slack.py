@@ -12,8 +12,8 @@ from typing import Any
 
 import aiohttp
 
-from monitor.config import SlackNotifier
 from monitor.incident import Notification, headline, locations_text, payload
+from monitor.notifierconfig import SlackNotifier
 from monitor.notifiers.base import HttpNotifier, labels_text
 
 _STYLE = {"down": (":red_circle:", "danger"), "degraded": (":warning:", "warning")}

@@ -13,8 +13,8 @@ from email.message import EmailMessage
 
 import aiosmtplib
 
-from monitor.config import EmailNotifier
 from monitor.incident import Notification, headline, locations_text, payload, word
+from monitor.notifierconfig import EmailNotifier
 from monitor.notifiers.base import BaseNotifier, labels_text
 
 

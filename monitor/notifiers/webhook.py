@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import aiohttp
 
-from monitor.config import WebhookNotifier
 from monitor.incident import Notification, payload
+from monitor.notifierconfig import WebhookNotifier
 from monitor.notifiers.base import HttpNotifier
 
 
