@@ -19,17 +19,15 @@ import jinja2
 from markupsafe import Markup
 
 from monitor.incident import human_duration, iso_utc
+from monitor.statuspage.figures import DAY_TEXT, WINDOWS_S, percent_text
 from monitor.statuspage.model import (
     BANNER_TEXT,
-    DAY_TEXT,
     STATE_TEXT,
-    WINDOWS_S,
     IncidentView,
     Page,
     TargetView,
     WindowView,
     hours_from,
-    percent_text,
     sparkline,
     time_text,
 )

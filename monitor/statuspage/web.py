@@ -36,7 +36,7 @@ from monitor.connections import Connections, Limits
 from monitor.history import DAY_S
 from monitor.listener import Listener
 from monitor.state import TargetState
-from monitor.statuspage import model, render
+from monitor.statuspage import figures, model, render
 from monitor.statuspage.badges import KINDS, badge
 from monitor.statuspage.snapshot import Snapshot
 from monitor.statuspage.windows import MaintenanceView, plain
@@ -77,7 +77,7 @@ class Rendering:
     render_s: float  # how long the model and its HTML took
 
     @classmethod
-    def make(cls, version: int, inputs: model.Inputs, memo: model.Memo) -> Rendering:
+    def make(cls, version: int, inputs: model.Inputs, memo: figures.Memo) -> Rendering:
         started = time.perf_counter()
         page = model.build(inputs, memo)
         text = render.html(page)
@@ -104,7 +104,7 @@ class StatusPage:
         self.refresh_s = refresh_s
         self.watch_s = watch_s
         self.snapshot = Snapshot()
-        self._memo: model.Memo = {}  # used by one build at a time (run's loop awaits each)
+        self._memo: figures.Memo = {}  # used by one build at a time (run's loop awaits each)
         self.current: Rendering | None = None
         self.rendered = asyncio.Event()  # set after each new rendering (tests)
         self._reader: HistoryReader | None = None
@@ -186,7 +186,7 @@ class StatusPage:
                 live[name] = model.Live(state.state, state.since, state.reason, state.error)
         windows, active = [], frozenset[str]()
         if self.maintenance is not None:
-            found = self.maintenance.windows(now - model.DAYS * DAY_S, now + model.UPCOMING_S)
+            found = self.maintenance.windows(now - figures.DAYS * DAY_S, now + model.UPCOMING_S)
             windows = [plain(w) for w in found]
             active = frozenset(n for w in found for n in shown if w.active_for(n, now))
         inputs = model.Inputs(
