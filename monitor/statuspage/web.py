@@ -77,10 +77,16 @@ class Rendering:
     render_s: float  # how long the model and its HTML took
 
     @classmethod
-    def make(cls, version: int, inputs: model.Inputs, memo: figures.Memo) -> Rendering:
+    def make(
+        cls,
+        version: int,
+        inputs: model.Inputs,
+        memo: figures.Memo,
+        fragments: render.Fragments,
+    ) -> Rendering:
         started = time.perf_counter()
         page = model.build(inputs, memo)
-        text = render.html(page)
+        text = render.html(page, fragments)
         render_s = time.perf_counter() - started
         data = orjson.dumps(render.as_json(page))
         return cls(version, page, Body.of(text.encode()), Body.of(data), render_s)
@@ -104,7 +110,10 @@ class StatusPage:
         self.refresh_s = refresh_s
         self.watch_s = watch_s
         self.snapshot = Snapshot()
-        self._memo: figures.Memo = {}  # used by one build at a time (run's loop awaits each)
+        # What a build and its HTML reuse of the last: used by one rendering at a time (run's
+        # loop awaits each).
+        self._memo: figures.Memo = {}
+        self._fragments = render.Fragments()
         self.current: Rendering | None = None
         self.rendered = asyncio.Event()  # set after each new rendering (tests)
         self._reader: HistoryReader | None = None
@@ -163,7 +172,9 @@ class StatusPage:
                     self._read_needed = True  # an incident opened or closed: list it soon
                 self._seen = seen
                 version += 1
-                self.current = await asyncio.to_thread(Rendering.make, version, inputs, self._memo)
+                self.current = await asyncio.to_thread(
+                    Rendering.make, version, inputs, self._memo, self._fragments
+                )
                 self.rendered.set()
                 self.rendered = asyncio.Event()
             with contextlib.suppress(TimeoutError):
