@@ -196,8 +196,9 @@ def target_figures(
     now: float,
     held: Held | None,
 ) -> Held:
-    """A target's days and window figures at ``now``; ``held`` (its previous result, or None)
-    only saves work: what it returns reads the same as a fresh one."""
+    """A target's days and window figures at ``now``; ``held`` (its previous result, or None;
+    updated in place and returned) only saves work: what it returns reads the same as a
+    fresh one."""
     today = now // DAY_S * DAY_S
     source = (today, tuple(incidents), first_seen, tuple(excluded))
     if held is None or held.source != source:
@@ -209,11 +210,7 @@ def target_figures(
         if cell != held.every[-1]:
             held.every = [*held.past[:-1], cell]
             held.runs = runs(held.every)
-    stale = [
-        period
-        for period in WINDOWS_S
-        if not held.steady.get(period, (math.inf, 0.0))[0] <= now < held.steady[period][1]
-    ]
+    stale = [p for p in WINDOWS_S if not _holds(held.steady.get(p), now)]
     if stale:
         # The first check is the earliest of first_seen and every incident (a check opened
         # it): given to uptime as first_seen, it lets each window get only the incidents that
@@ -230,8 +227,13 @@ def target_figures(
             figures[period] = Figures(up.percent, up.down_s, up.degraded_s, up.maintenance_s)
             until = steady_until(incidents, first, excluded, now, WINDOWS_S[period])
             held.steady[period] = (now, until)
-        held.uptime = figures
+        if figures != held.uptime:  # the same: the HTML keeps its fragment
+            held.uptime = figures
     return held
+
+
+def _holds(steady: tuple[float, float] | None, now: float) -> bool:
+    return steady is not None and steady[0] <= now < steady[1]
 
 
 def steady_until(

@@ -13,6 +13,9 @@ only formats what is decided here:
 - one **cell per UTC day** for 90 days (today so far included), its level from that day's
   uptime (:func:`day_level`); runs of days that read alike are merged for the HTML;
 - the **latency sparkline** of the last 24 hours from the hourly rollups.
+
+A target's uptime and days are computed in :mod:`.figures`, which also keeps them for the
+next build (the ``memo``) while they hold.
 """
 
 from __future__ import annotations
