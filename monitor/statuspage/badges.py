@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from xml.sax.saxutils import escape, quoteattr
 
-from monitor.statuspage.model import DAY_LEVELS, STATE_TEXT, TargetView, percent_text
+from monitor.statuspage.figures import DAY_LEVELS, percent_text
+from monitor.statuspage.model import STATE_TEXT, TargetView
 
 COLOURS = {
     "up": "#1a7f37",

@@ -13,24 +13,38 @@ only formats what is decided here:
 - one **cell per UTC day** for 90 days (today so far included), its level from that day's
   uptime (:func:`day_level`); runs of days that read alike are merged for the HTML;
 - the **latency sparkline** of the last 24 hours from the hourly rollups.
+
+A target's uptime and days are computed in :mod:`.figures`, which also keeps them for the
+next build (the ``memo``) while they hold.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from monitor.history import DAY_S, HOUR_S, Incident, Interval, Rollup, uptime
-from monitor.incident import human_duration
+from monitor.history import DAY_S, HOUR_S, Incident, Rollup
+
+# The per-target figures live in .figures; day_level, days, label and percent_text are the
+# model's names too (its tests and callers had them from here).
+from monitor.statuspage.figures import (  # noqa: F401
+    DAYS,
+    Day,
+    Figures,
+    Memo,
+    Run,
+    day_level,
+    days,
+    label,
+    percent_text,
+    target_figures,
+)
 from monitor.statuspage.windows import Window
 
-DAYS = 90
 HOURS = 24
 RECENT_S = 7 * DAY_S  # closed incidents shown this long after their end
 UPCOMING_S = 7 * DAY_S  # maintenance shown this long before it starts
-WINDOWS_S = {"24h": DAY_S, "7d": 7 * DAY_S, "30d": 30 * DAY_S, "90d": DAYS * DAY_S}
 
 STATE_TEXT = {
     "up": "Operational",
@@ -47,17 +61,6 @@ BANNER_TEXT = {
     "maintenance": "Under maintenance",
     "unknown": "Status not known yet",
 }
-DAY_TEXT = {
-    "up": "no downtime",
-    "degraded": "degraded, no downtime",
-    "minor": "minor downtime",
-    "partial": "partial outage",
-    "major": "major outage",
-    "maintenance": "maintenance",
-    "none": "no data",
-}
-# A day's level by its uptime: the lowest bound it reaches (below the last: major).
-DAY_LEVELS = ((100.0, "up"), (99.0, "minor"), (95.0, "partial"))
 
 
 def banner(states: Iterable[str]) -> str:
@@ -86,32 +89,6 @@ def banner(states: Iterable[str]) -> str:
     if counts["maintenance"]:
         return "maintenance"
     return "operational"
-
-
-def day_level(
-    monitored_s: float, percent: float | None, degraded_s: float, maintenance_s: float
-) -> str:
-    """A day cell's level from that day's uptime."""
-    if percent is None or monitored_s <= 0:
-        return "maintenance" if maintenance_s > 0 else "none"
-    for bound, level in DAY_LEVELS:
-        if percent >= bound:
-            return "degraded" if level == "up" and degraded_s > 0 else level
-    return "major"
-
-
-def percent_text(percent: float | None) -> str:
-    """An uptime as shown: never rounded up to 100% (99.9996 reads 99.999%)."""
-    if percent is None:
-        return "no data"
-    if percent >= 100.0:
-        return "100%"
-    return f"{int(max(percent, 0.0) * 1000) / 1000:.3f}".rstrip("0").rstrip(".") + "%"
-
-
-@functools.lru_cache(maxsize=1024)
-def date_text(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d")
 
 
 def time_text(ts: float) -> str:
@@ -146,42 +123,6 @@ class Inputs:
 
 # -- the model -------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
-class Day:
-    """One UTC day of a target."""
-
-    start: float
-    level: str
-    percent: float | None
-    degraded_s: float
-    maintenance_s: float
-
-
-def label(day: Day, count: int = 1) -> str:
-    """What hover and screen readers say of ``day`` (and the ``count`` - 1 alike after it)."""
-    first = date_text(day.start)
-    when = first if count == 1 else f"{first} to {date_text(day.start + (count - 1) * DAY_S)}"
-    if day.percent is None:
-        return f"{when}: {DAY_TEXT[day.level]}"
-    each = " each day" if count > 1 else ""
-    text = f"{when}: {percent_text(day.percent)} up{each}"
-    if day.degraded_s > 0:
-        text += f", degraded {human_duration(day.degraded_s)}"
-    if day.maintenance_s > 0:
-        text += f", maintenance {human_duration(day.maintenance_s)}"
-    return text
-
-
-@dataclass(frozen=True, slots=True)
-class Figures:
-    """A target's uptime over one of :data:`WINDOWS_S`."""
-
-    percent: float | None
-    down_s: float
-    degraded_s: float
-    maintenance_s: float
-
-
-@dataclass(frozen=True, slots=True)
 class TargetView:
     name: str
     state: str
@@ -193,35 +134,6 @@ class TargetView:
     latency: Sequence[float | None]  # HOURS hourly means (s), oldest first
 
     runs: Sequence[Run]  # the days with runs of alike ones merged, for the HTML
-
-
-@dataclass(frozen=True, slots=True)
-class Run:
-    """Days in a row that read alike, as one cell of the bar, and what it says."""
-
-    level: str
-    days: int
-    label: str
-
-
-def runs(days: Sequence[Day]) -> list[Run]:
-    """``days`` with each run of alike days (no downtime, no data, maintenance alone) merged:
-    a tenth of the elements, the same picture."""
-    out: list[Run] = []
-    i = 0
-    while i < len(days):
-        day, j = days[i], i + 1
-        if day.level in ("up", "none", "maintenance") and not day.maintenance_s:
-            while (
-                j < len(days)
-                and days[j].level == day.level
-                and days[j].percent == day.percent
-                and not days[j].maintenance_s
-            ):
-                j += 1
-        out.append(Run(day.level, j - i, label(day, j - i)))
-        i = j
-    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,11 +177,6 @@ class Page:
     maintenance: tuple[WindowView, ...]  # active now
     upcoming: tuple[WindowView, ...]  # starting within UPCOMING_S
     counts: Mapping[str, int] = field(default_factory=dict)  # shown targets by state
-
-
-Memo = dict[str, tuple[object, list[Day]]]
-"""Each target's past days (all but today) with what they were computed from: they change
-only with its history, so a new build reuses them (90,000 days at 1,000 targets)."""
 
 
 def build(inputs: Inputs, memo: Memo | None = None) -> Page:
@@ -328,44 +235,27 @@ def build(inputs: Inputs, memo: Memo | None = None) -> Page:
 
 
 def _target(name: str, inputs: Inputs, memo: Memo) -> TargetView:
-    now = inputs.now
-    incidents = inputs.incidents.get(name, ())
-    first_seen = inputs.first_seen.get(name)
-    excluded = [(w.start_ts, w.end_ts) for w in inputs.windows if name in w.targets]
     live = inputs.live.get(name, Live("unknown"))
     state = "maintenance" if name in inputs.in_maintenance else live.state
-    # Each window gets only the incidents that overlap it (most have none), and the first
-    # check as the earliest of first_seen and every incident: the same figures, less work.
-    first = min(
-        [s.start for s in incidents] + ([first_seen] if first_seen is not None else []),
-        default=None,
+    excluded = [(w.start_ts, w.end_ts) for w in inputs.windows if name in w.targets]
+    held = target_figures(
+        inputs.incidents.get(name, ()),
+        inputs.first_seen.get(name),
+        excluded,
+        inputs.now,
+        memo.get(name),
     )
-    figures = {}
-    for period, span_s in WINDOWS_S.items():
-        start = now - span_s
-        inside = [s for s in incidents if s.start < now and (s.end is None or s.end > start)]
-        up = uptime(inside, start, now, first_seen=first, now=now, excluded=excluded)
-        figures[period] = Figures(up.percent, up.down_s, up.degraded_s, up.maintenance_s)
-    latency = tuple(_mean(hour.get(name)) for hour in inputs.hourly)
-    today = now // DAY_S * DAY_S
-    source = (today, tuple(incidents), first_seen, tuple(excluded))
-    held = memo.get(name)
-    if held is not None and held[0] == source:
-        past = held[1]
-    else:
-        past = days(incidents, first_seen, excluded, today)
-        memo[name] = (source, past)
-    every = [*past[:-1], *days(incidents, first_seen, excluded, now, count=1)]
+    memo[name] = held
     return TargetView(
         name,
         state,
         live.since,
         live.reason if state != "up" else "",
         live.error if state in ("down", "degraded") else "",
-        figures,
-        every,
-        latency,
-        runs(every),
+        held.uptime,
+        held.every,
+        tuple(_mean(hour.get(name)) for hour in inputs.hourly),
+        held.runs,
     )
 
 
@@ -373,43 +263,6 @@ def _mean(rollup: Rollup | None) -> float | None:
     """The mean latency of an hour's passing checks; None without one."""
     passing = 0 if rollup is None else rollup.count - rollup.failures
     return rollup.latency_sum_s / passing if rollup is not None and passing > 0 else None
-
-
-def days(
-    incidents: Sequence[Incident],
-    first_seen: float | None,
-    excluded: Sequence[Interval],
-    now: float,
-    count: int = DAYS,
-) -> list[Day]:
-    """The last ``count`` UTC days of a target, today (so far) last.
-
-    Only the days an incident or a window touches are computed by :func:`uptime`; the others
-    are whole days up (or without data before the first check): at 1,000 targets 90,000
-    days cost a few milliseconds, not a second."""
-    today = now // DAY_S * DAY_S
-    first_day = today - (count - 1) * DAY_S
-    starts = [s.start for s in incidents] + ([first_seen] if first_seen is not None else [])
-    monitored_from = min(starts, default=None)
-    touched: set[int] = set()
-    spans = [(s.start, now if s.end is None else s.end) for s in incidents]
-    for lo, hi in [*spans, *excluded]:
-        lo_i = max(0, int((lo - first_day) // DAY_S))
-        hi_i = min(count - 1, int((min(hi, now) - first_day) // DAY_S))
-        touched.update(range(lo_i, hi_i + 1))
-    out = []
-    for i in range(count):
-        start = first_day + i * DAY_S
-        end = start + DAY_S
-        if i in touched:
-            up = uptime(incidents, start, end, first_seen=first_seen, now=now, excluded=excluded)
-            level = day_level(up.monitored_s, up.percent, up.degraded_s, up.maintenance_s)
-            out.append(Day(start, level, up.percent, up.degraded_s, up.maintenance_s))
-        elif monitored_from is None or monitored_from >= min(end, now):
-            out.append(Day(start, "none", None, 0.0, 0.0))
-        else:
-            out.append(Day(start, "up", 100.0, 0.0, 0.0))
-    return out
 
 
 def sparkline(values: Sequence[float | None], width: int = 96, height: int = 24) -> str:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
@@ -19,17 +21,15 @@ import jinja2
 from markupsafe import Markup
 
 from monitor.incident import human_duration, iso_utc
+from monitor.statuspage.figures import DAY_TEXT, WINDOWS_S, Run, percent_text
 from monitor.statuspage.model import (
     BANNER_TEXT,
-    DAY_TEXT,
     STATE_TEXT,
-    WINDOWS_S,
     IncidentView,
     Page,
     TargetView,
     WindowView,
     hours_from,
-    percent_text,
     sparkline,
     time_text,
 )
@@ -85,11 +85,71 @@ _ENV.globals.update(
     latency_text=latency_text,
 )
 _PAGE = _ENV.get_template("status.html.j2")
+# Its macros (bar, spark, head, tail), each returning Markup.
+_TARGET: Any = _ENV.get_template("target.html.j2").module
 
 
-def html(page: Page) -> str:
-    """The page as HTML."""
-    return _PAGE.render(page=page)
+@dataclass(slots=True)
+class _Target:
+    """A target's ``<li>`` and what it was rendered from."""
+
+    key: tuple[object, ...]  # state, reason, error; figures and bar (by identity)
+    head: Markup
+    tail: Markup
+    spark: Markup
+    whole: Markup
+
+
+@dataclass(slots=True)
+class Fragments:
+    """Each target's HTML as last rendered (by name), with what it was rendered from.
+
+    Rendering a target's 90 days cost most of the page's HTML (at 1,000 targets ~9,000 cells
+    with their labels, each escaped) though a later page rarely changes them. A later page
+    renders again only what changed: the bar when the runs are new objects (the model
+    returns the same ones while they read the same, :mod:`.figures`), the sparkline when the
+    latencies differ (in the daemon, every refresh: the current hour has new checks), the
+    rest of the ``<li>`` when the bar did or the target's state or figures."""
+
+    bars: dict[str, tuple[Sequence[Run], Markup]] = field(default_factory=dict)
+    sparks: dict[str, tuple[Sequence[float | None], Markup]] = field(default_factory=dict)
+    targets: dict[str, _Target] = field(default_factory=dict)
+
+    def target(self, t: TargetView) -> Markup:
+        bar = self.bars.get(t.name)
+        if bar is None or bar[0] is not t.runs:
+            bar = self.bars[t.name] = (t.runs, _TARGET.bar(t.runs))
+        spark = self.sparks.get(t.name)
+        if spark is None or spark[0] != t.latency:
+            spark = self.sparks[t.name] = (t.latency, _TARGET.spark(t.latency))
+        key = (t.state, t.reason, t.error, t.uptime, bar[1])
+        held = self.targets.get(t.name)
+        if held is None or not _alike(held.key, key):
+            head, tail = _TARGET.head(t, bar[1]), _TARGET.tail(t)
+            held = self.targets[t.name] = _Target(key, head, tail, spark[1], head + spark[1] + tail)
+        elif held.spark is not spark[1]:
+            held.spark, held.whole = spark[1], held.head + spark[1] + held.tail
+        return held.whole
+
+    def keep_only(self, names: Collection[str]) -> None:
+        """Forget the targets no longer shown."""
+        for cache in (self.bars, self.sparks, self.targets):
+            for name in [n for n in cache if n not in names]:
+                del cache[name]
+
+
+def _alike(held: tuple[object, ...], key: tuple[object, ...]) -> bool:
+    """The texts equal; the figures and the bar the same objects (the model keeps the same
+    figures while they hold, the bar is kept here)."""
+    return held[:3] == key[:3] and all(a is b for a, b in zip(held[3:], key[3:], strict=True))
+
+
+def html(page: Page, fragments: Fragments | None = None) -> str:
+    """The page as HTML. ``fragments`` (kept by the caller between pages) only saves work:
+    the page is the same without it."""
+    fragments = Fragments() if fragments is None else fragments
+    fragments.keep_only(page.targets)
+    return _PAGE.render(page=page, fragment=fragments.target)
 
 
 # -- JSON ------------------------------------------------------------------------------------

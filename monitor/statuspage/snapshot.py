@@ -14,7 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from monitor.history import DAY_S, HOUR_S, Incident, Rollup
-from monitor.statuspage.model import DAYS, HOURS, Live, hours_from
+from monitor.statuspage.figures import DAYS
+from monitor.statuspage.model import HOURS, Live, hours_from
 from monitor.stores.base import HistoryReader
 
 

@@ -36,7 +36,7 @@ from monitor.connections import Connections, Limits
 from monitor.history import DAY_S
 from monitor.listener import Listener
 from monitor.state import TargetState
-from monitor.statuspage import model, render
+from monitor.statuspage import figures, model, render
 from monitor.statuspage.badges import KINDS, badge
 from monitor.statuspage.snapshot import Snapshot
 from monitor.statuspage.windows import MaintenanceView, plain
@@ -77,10 +77,16 @@ class Rendering:
     render_s: float  # how long the model and its HTML took
 
     @classmethod
-    def make(cls, version: int, inputs: model.Inputs, memo: model.Memo) -> Rendering:
+    def make(
+        cls,
+        version: int,
+        inputs: model.Inputs,
+        memo: figures.Memo,
+        fragments: render.Fragments,
+    ) -> Rendering:
         started = time.perf_counter()
         page = model.build(inputs, memo)
-        text = render.html(page)
+        text = render.html(page, fragments)
         render_s = time.perf_counter() - started
         data = orjson.dumps(render.as_json(page))
         return cls(version, page, Body.of(text.encode()), Body.of(data), render_s)
@@ -104,7 +110,10 @@ class StatusPage:
         self.refresh_s = refresh_s
         self.watch_s = watch_s
         self.snapshot = Snapshot()
-        self._memo: model.Memo = {}  # used by one build at a time (run's loop awaits each)
+        # What a build and its HTML reuse of the last: used by one rendering at a time (run's
+        # loop awaits each).
+        self._memo: figures.Memo = {}
+        self._fragments = render.Fragments()
         self.current: Rendering | None = None
         self.rendered = asyncio.Event()  # set after each new rendering (tests)
         self._reader: HistoryReader | None = None
@@ -163,7 +172,9 @@ class StatusPage:
                     self._read_needed = True  # an incident opened or closed: list it soon
                 self._seen = seen
                 version += 1
-                self.current = await asyncio.to_thread(Rendering.make, version, inputs, self._memo)
+                self.current = await asyncio.to_thread(
+                    Rendering.make, version, inputs, self._memo, self._fragments
+                )
                 self.rendered.set()
                 self.rendered = asyncio.Event()
             with contextlib.suppress(TimeoutError):
@@ -186,7 +197,7 @@ class StatusPage:
                 live[name] = model.Live(state.state, state.since, state.reason, state.error)
         windows, active = [], frozenset[str]()
         if self.maintenance is not None:
-            found = self.maintenance.windows(now - model.DAYS * DAY_S, now + model.UPCOMING_S)
+            found = self.maintenance.windows(now - figures.DAYS * DAY_S, now + model.UPCOMING_S)
             windows = [plain(w) for w in found]
             active = frozenset(n for w in found for n in shown if w.active_for(n, now))
         inputs = model.Inputs(
