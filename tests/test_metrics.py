@@ -325,9 +325,10 @@ class TestRenderer:
         pieces = [piece async for piece in metrics.stream(registry)]
         done = True
         await task
-        # 12 per-target families of 2,000 targets in chunks of 500: the loop ran 48 times
-        # between pieces, not once after the whole render; the registry's families are the 49th.
-        assert (ticks, len(pieces)) == (48, 49)
+        # The 2,000 new targets rendered 100 at a time (20 turns of the loop), then 12
+        # per-target families joined in chunks of 500 (48 more): the loop ran 68 times, not
+        # once after the whole render; the registry's families are the 49th piece.
+        assert (ticks, len(pieces)) == (68, 49)
 
 
 class TestFleet:
