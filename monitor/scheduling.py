@@ -36,7 +36,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from monitor.checks import CheckResult
 from monitor.config import Target
-from monitor.metrics import Histogram
+from monitor.families import Histogram
 
 MAX_SLOTS_PER_INTERVAL = 100
 MIN_SLOT_WIDTH_S = 0.1
