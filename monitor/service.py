@@ -104,6 +104,7 @@ class Service:
             if settings.status_address
             else None
         )
+        self.status_page.always = self.status_server is not None
         # Maintenance windows (monitor.maintenance): the view the status page reads too.
         self.maintenance: Maintenance | None = None
         self.systemd = SystemdNotifier()

@@ -3,6 +3,7 @@ config errors, escaping, and the HTTP answers (JSON, badges, gzip, 404s, the rea
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 import urllib.error
@@ -11,6 +12,8 @@ import xml.etree.ElementTree as ET
 from email.message import Message
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 from statuspage_scene import DAY, HOSTILE_ERROR, HOSTILE_TITLE, NOW, page, serving
 
 from monitor.history import HOUR_S, Incident
@@ -19,6 +22,7 @@ from monitor.settings import Settings
 from monitor.statuspage import model, render
 from monitor.statuspage.badges import COLOURS
 from monitor.statuspage.model import banner, day_level, percent_text
+from monitor.statuspage.web import OFF, StatusPage
 
 
 # -- rules, by table -------------------------------------------------------------------------
@@ -457,3 +461,36 @@ async def test_memo_changes_nothing_but_work() -> None:
         inputs, _ = status._inputs(now)
         assert model.build(inputs, memo) == model.build(inputs)
     assert set(memo) == {"api", "web", "db", "cache"}
+
+
+async def test_off_unless_the_file_asks_for_it() -> None:
+    """Without a status_page key (and no --status-listen) the page is off: nothing is built
+    (its background waits for a reload), /status and badges answer 404 saying how to turn it
+    on; a reload that adds status_page: {} turns it on and it is built; --status-listen
+    (``always``) turns it on whatever the file says."""
+    bare = parse_config("targets: [{name: a, url: 'http://x/'}]", "f", {})
+    on = parse_config("targets: [{name: a, url: 'http://x/'}]\nstatus_page: {}\n", "f", {})
+    status = StatusPage(bare)
+    assert status.enabled is False
+    task = status.start()
+    await asyncio.sleep(0)  # its first turn: off, it waits
+    assert status.current is None
+    for response in (
+        await status.serve_html(make_mocked_request("GET", "/status")),
+        await status.serve_badge(
+            make_mocked_request(
+                "GET", "/badge/a/status.svg", match_info={"target": "a", "kind": "status.svg"}
+            )
+        ),
+    ):
+        assert isinstance(response, web.Response) and response.status == 404
+        assert json.loads(response.text or "") == {"error": OFF}
+    rendered = status.rendered
+    status.configure(on)
+    await asyncio.wait_for(rendered.wait(), 10)
+    assert (status.enabled, status.current is not None) == (True, True)
+    await status.stop()
+    assert task.done()
+    forced = StatusPage(bare)
+    forced.always = True
+    assert forced.enabled is True

@@ -45,6 +45,9 @@ from monitor.stores.base import HistoryReader
 log = structlog.get_logger("monitor.statuspage")
 
 REFRESH_S = 30.0
+OFF = (
+    "the status page is off: add status_page: to the target file (status_page: {} for the defaults)"
+)
 WATCH_S = 2.0
 MIN_READ_S = 5.0
 HEADERS = {
@@ -112,6 +115,7 @@ class StatusPage:
         self.snapshot = Snapshot()
         # What a build and its HTML reuse of the last: used by one rendering at a time (run's
         # loop awaits each).
+        self.always = False  # served on --status-listen: on whatever the file says
         self._memo: figures.Memo = {}
         self._fragments = render.Fragments()
         self.current: Rendering | None = None
@@ -123,6 +127,14 @@ class StatusPage:
         self._seen: object = None  # what the last rendering was made of
         self._read_needed = False
         self._task: asyncio.Task[None] | None = None
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the page is served (and built): the file has a ``status_page:`` key, or the
+        daemon serves it on ``--status-listen``. Off otherwise: at tens of thousands of
+        targets a page nobody asked for would cost a core and gigabytes (every target's 90
+        days, in a thread that holds the GIL while the loop waits)."""
+        return self.always or "status_page" in self._config.model_fields_set
 
     def configure(self, config: MonitorFile) -> None:
         """A reload: render again at once with the new title, groups and targets."""
@@ -153,6 +165,13 @@ class StatusPage:
         fails is logged and the page kept as it was."""
         version = 0
         while True:
+            if not self.enabled:
+                # Off (a reload may turn it on): nothing kept, nothing read.
+                self.current, self._memo, self._seen = None, {}, None
+                self._fragments = render.Fragments()
+                self._changed.clear()
+                await self._changed.wait()
+                continue
             now = self.clock()
             read_at = self.snapshot.read_at
             stale = read_at is None or now - read_at >= self.refresh_s
@@ -229,6 +248,8 @@ class StatusPage:
 
     def _serve(self, request: web.Request, kind: str, content_type: str) -> web.StreamResponse:
         rendering = self.current
+        if not self.enabled:
+            return _error(404, OFF)
         if rendering is None:
             return _error(503, "the status page is starting; try again in a few seconds")
         body: Body = getattr(rendering, kind)
@@ -249,6 +270,8 @@ class StatusPage:
 
     async def serve_badge(self, request: web.Request) -> web.StreamResponse:
         rendering = self.current
+        if not self.enabled:
+            return _error(404, OFF)
         if rendering is None:
             return _error(503, "the status page is starting; try again in a few seconds")
         kind = request.match_info["kind"].removesuffix(".svg")
