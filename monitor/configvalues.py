@@ -61,13 +61,24 @@ def parse_duration(value: object, *, max_s: float = MAX_DURATION_S) -> float:
     return seconds
 
 
-_DURATION_SCHEMA: dict[str, Any] = {
-    "anyOf": [
-        {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_DURATION_S},
-        {"type": "string", "pattern": r"^\s*(\d+(\.\d+)?(ms|s|m|h|d))+\s*$|^\s*\d+(\.\d+)?\s*$"},
-    ],
-    "description": "seconds, or a duration such as 500ms, 30s, 5m, 1h30m",
-}
+def duration_schema(max_s: float, description: str) -> dict[str, Any]:
+    """The JSON Schema of a duration that :func:`parse_duration` reads with ``max_s``: one
+    for every kind of duration (a check's, a retention, a maintenance window's)."""
+    return {
+        "anyOf": [
+            {"type": "number", "exclusiveMinimum": 0, "maximum": max_s},
+            {
+                "type": "string",
+                "pattern": r"^\s*(\d+(\.\d+)?(ms|s|m|h|d))+\s*$|^\s*\d+(\.\d+)?\s*$",
+            },
+        ],
+        "description": description,
+    }
+
+
+_DURATION_SCHEMA = duration_schema(
+    MAX_DURATION_S, "seconds, or a duration such as 500ms, 30s, 5m, 1h30m"
+)
 
 Duration = Annotated[float, BeforeValidator(parse_duration), WithJsonSchema(_DURATION_SCHEMA)]
 

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field, WithJsonSchema
 
-from monitor.configvalues import Strict, parse_duration
+from monitor.configvalues import Strict, duration_schema, parse_duration
 
 HOUR_S = 3600
 DAY_S = 86400
@@ -39,13 +39,7 @@ Retention = Annotated[
     float,
     BeforeValidator(_retention),
     WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_RETENTION_S},
-                {"type": "string", "pattern": r"^\s*(\d+(\.\d+)?(ms|s|m|h|d))+\s*$"},
-            ],
-            "description": "how long to keep it: seconds, or a duration such as 90d",
-        }
+        duration_schema(MAX_RETENTION_S, "how long to keep it: seconds, or a duration such as 90d")
     ),
 ]
 

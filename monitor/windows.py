@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, WithJsonSchema, field_validator, model_validator
 
-from monitor.configvalues import LabelName, Name, Strict, parse_duration
+from monitor.configvalues import LabelName, Name, Strict, duration_schema, parse_duration
 
 if TYPE_CHECKING:
     from apscheduler.triggers.cron import CronTrigger
@@ -142,15 +142,7 @@ def cron_trigger(expression: str, zone: dt.tzinfo) -> CronTrigger:
 WindowDuration = Annotated[
     float,
     BeforeValidator(window_duration),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_WINDOW_S},
-                {"type": "string", "pattern": r"^\s*(\d+(\.\d+)?(ms|s|m|h|d))+\s*$"},
-            ],
-            "description": "a duration such as 30m or 2h, at most 31d",
-        }
-    ),
+    WithJsonSchema(duration_schema(MAX_WINDOW_S, "a duration such as 30m or 2h, at most 31d")),
 ]
 # YAML gives dates and date-times as objects: kept as they are, read with the window's zone.
 Moment = Annotated[Any, WithJsonSchema({"type": "string", "format": "date-time"})]
