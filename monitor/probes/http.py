@@ -20,7 +20,7 @@ import itertools
 import socket
 import ssl
 import time
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import aiohttp
 from yarl import URL
@@ -38,6 +38,33 @@ from monitor.redaction import redact, safe_url
 USER_AGENT = f"uptime-monitor/{__version__}"
 _NO_TIMEOUT = aiohttp.ClientTimeout(total=None)  # asyncio.timeout bounds the whole check
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
+def timed_session(
+    resolver: httptiming.TimingResolver,
+    *,
+    reuse: bool,
+    family: socket.AddressFamily,
+    **options: Any,
+) -> aiohttp.ClientSession:
+    """A client session timed by HTTP's hooks (:mod:`~monitor.probes.httptiming`): a new
+    connection per request unless ``reuse``, hosts resolved in ``family``, no cookies (checks
+    must not carry state); ``options`` go to the session (the ws probe's timeout, middlewares)."""
+    connector = httptiming.TimingConnector(
+        limit=0,
+        force_close=not reuse,
+        family=family,
+        use_dns_cache=False,
+        enable_cleanup_closed=False,
+        resolver=resolver,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        response_class=httptiming.TimingResponse,
+        headers={"User-Agent": USER_AGENT},
+        cookie_jar=aiohttp.DummyCookieJar(),
+        **options,
+    )
 
 
 class HttpProbe:
@@ -69,21 +96,7 @@ class HttpProbe:
         if session is None:
             resolver = httptiming.TimingResolver()
             self._resolvers.append(resolver)
-            connector = httptiming.TimingConnector(
-                limit=0,
-                force_close=not reuse,
-                family=family,
-                use_dns_cache=False,
-                enable_cleanup_closed=False,
-                resolver=resolver,
-            )
-            session = aiohttp.ClientSession(
-                connector=connector,
-                response_class=httptiming.TimingResponse,
-                headers={"User-Agent": USER_AGENT},
-                cookie_jar=aiohttp.DummyCookieJar(),  # checks must not carry state
-                auto_decompress=True,
-            )
+            session = timed_session(resolver, reuse=reuse, family=family, auto_decompress=True)
             self._sessions[reuse, family] = session
         return session
 

@@ -36,12 +36,10 @@ from aiohttp import WSMsgType
 from monitor.config import Target
 from monitor.probes import stream
 from monitor.probes.base import CheckResult, ProbeKit, Reason, address_family, slower_than_allowed
-from monitor.probes.http import USER_AGENT, classify
+from monitor.probes.http import classify, timed_session
 from monitor.probes.httptiming import (
     Timing,
-    TimingConnector,
     TimingResolver,
-    TimingResponse,
     current,
 )
 from monitor.probes.stream import Closed, Mismatch, excerpt
@@ -144,20 +142,11 @@ class WsProbe:
 def _session(target: Target) -> aiohttp.ClientSession:
     """A session of one check, with HTTP's timing hooks: one new connection, as for http(s)
     without reuse_connections. Its own: a probe has no close to end a shared one with."""
-    connector = TimingConnector(
-        limit=0,
-        force_close=True,
-        family=address_family(target),
-        use_dns_cache=False,
-        enable_cleanup_closed=False,
+    return timed_session(
         # Its close does nothing (getaddrinfo in the loop's executor): not kept to close.
-        resolver=TimingResolver(),
-    )
-    return aiohttp.ClientSession(
-        connector=connector,
-        response_class=TimingResponse,
-        headers={"User-Agent": USER_AGENT},
-        cookie_jar=aiohttp.DummyCookieJar(),  # checks must not carry state
+        TimingResolver(),
+        reuse=False,
+        family=address_family(target),
         timeout=_NO_TIMEOUT,
         middlewares=(_upgrade_or_nothing,),
     )
