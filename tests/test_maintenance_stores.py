@@ -4,44 +4,27 @@ recreated under the store."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from fleet_store_contract import API, DOWN, FLEET_DOWN
 from maintenance_contract import HELD, Holding, MaintenanceContract, window
+from store_backends import OnMemory, OnPostgres, OnSqlite
 
-from monitor.stores.memory import MemoryStore
-from monitor.stores.postgres import PostgresStore
 from monitor.stores.sqlite import SqliteStore
 
 
-class TestMemoryMaintenance(MaintenanceContract):
-    @pytest.fixture
-    async def store(self) -> AsyncIterator[MemoryStore]:
-        """A fresh store in memory."""
-        store = MemoryStore()
-        yield store
-        await store.close()
+class TestMemoryMaintenance(OnMemory, MaintenanceContract):
+    pass
 
 
-class TestSqliteMaintenance(MaintenanceContract):
-    @pytest.fixture
-    async def store(self, tmp_path: Path) -> AsyncIterator[SqliteStore]:
-        """A fresh SQLite file in a temporary directory."""
-        store = await SqliteStore.open(tmp_path / "state.db")
-        yield store
-        await store.close()
+class TestSqliteMaintenance(OnSqlite, MaintenanceContract):
+    pass
 
 
 @pytest.mark.slow
-class TestPostgresMaintenance(MaintenanceContract):
-    @pytest.fixture
-    async def store(self, pg_dsn: str) -> AsyncIterator[PostgresStore]:
-        """A PostgresStore on a new database."""
-        store = await PostgresStore.open(pg_dsn)
-        yield store
-        await store.close()
+class TestPostgresMaintenance(OnPostgres, MaintenanceContract):
+    pass
 
 
 async def test_a_deleted_sqlite_file_is_recreated_with_its_windows_and_held_states(
