@@ -415,10 +415,8 @@ class Alerting:
 
     def summary(self) -> str:
         """One line for systemd's STATUS=: how many targets are in which state."""
-        counts = dict.fromkeys(("up", "down", "degraded", "unknown"), 0)
-        for state in self.states.values():
-            counts[state.state] += 1
-        parts = ", ".join(f"{n} {s}" for s, n in counts.items())
+        counts = self.states.count_states()
+        parts = ", ".join(f"{counts[s]} {s}" for s in ("up", "down", "degraded", "unknown"))
         return f"{len(self.states)} targets: {parts}"
 
     async def stop(self, grace_s: float) -> None:

@@ -18,9 +18,10 @@ No I/O and no clock here: time comes in with the observation. Tested by tables.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, fields, replace
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import Any, Literal
 
 from monitor.checks import CheckResult
@@ -93,6 +94,7 @@ class TargetState:
 # The fields of a TargetState as one exact tuple, in order (attrgetter of several names
 # builds a plain tuple, in C; dataclasses.astuple copies deeply and is ~10x slower).
 _FIELDS_OF = attrgetter(*(f.name for f in fields(TargetState)))
+_STATE_OF = itemgetter(0)  # TargetState.state, first of the fields
 
 
 class StateTable(MutableMapping[str, TargetState]):
@@ -128,6 +130,11 @@ class StateTable(MutableMapping[str, TargetState]):
 
     def __contains__(self, name: object) -> bool:
         return name in self._rows
+
+    def count_states(self) -> Counter[str]:
+        """How many targets are in each state, read from the rows (in C): the mapping's
+        ``values()`` builds a TargetState per target, ~100 ms of the loop at 50,000."""
+        return Counter(map(_STATE_OF, self._rows.values()))
 
 
 @dataclass(frozen=True, slots=True)

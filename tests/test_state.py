@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+from collections import Counter
 
 import pytest
 
@@ -170,6 +171,16 @@ class TestStateTable:
         )
         del table["api"]
         assert list(table.items()) == [("web", TargetState())]
+
+    def test_count_states_reads_the_state_of_every_row(self) -> None:
+        """count_states() counts each target in its state (a state nobody is in counts 0),
+        the same as counting the mapping's values."""
+        table = StateTable()
+        for i, state in enumerate(("up", "down", "up", "unknown", "up")):
+            table[f"t{i}"] = TargetState(state, float(i))  # type: ignore[arg-type]
+        counts = table.count_states()
+        assert (counts["up"], counts["down"], counts["unknown"], counts["degraded"]) == (3, 1, 1, 0)
+        assert counts == Counter(s.state for s in table.values())
 
     def test_states_held_add_nothing_for_the_garbage_collector(self) -> None:
         """10,000 states held add no object the collector tracks once a young collection has
