@@ -28,7 +28,7 @@ log = structlog.get_logger("monitor.rollups")
 FLUSH_INTERVAL_S = 60.0
 PRUNE_INTERVAL_S = 3600.0
 PRUNE_BATCH = 1000  # rows of each kind per delete: one short transaction
-WRITE_BATCH = 5000  # rollups per transaction
+WRITE_BATCH = 1000  # rollups per transaction (~4 ms of the loop to build)
 
 
 class Rollups:
@@ -102,16 +102,19 @@ class Rollups:
         )
 
     async def flush(self) -> bool:
-        """Write what was counted; on failure keep it for the next write. Whether it went."""
+        """Write what was counted; on failure keep it for the next write. Whether it went.
+
+        Each batch's Rollup objects are built just before it is written, and the loop runs
+        checks between batches: built all at once, 50,000 targets' rollups held the loop for
+        ~200 ms every minute, and the checks due meanwhile started that late."""
         counts, self._counts = self._counts, {}
-        pending = [self._rollup(key, row) for key, row in counts.items()]
+        pending = list(counts.items())
         for i in range(0, len(pending), WRITE_BATCH):
-            batch = pending[i : i + WRITE_BATCH]
+            batch = [self._rollup(key, row) for key, row in pending[i : i + WRITE_BATCH]]
             try:
                 await self.store.add_rollups(batch)
             except Exception as exc:
-                for rollup in pending[i:]:
-                    self._merge(rollup)  # with whatever was counted meanwhile
+                self._keep(pending[i:])
                 log.error(
                     "history_write_failed",
                     error=f"{type(exc).__name__}: {exc}",
@@ -121,6 +124,14 @@ class Rollups:
                 return False
         self.flushed.set()
         return True
+
+    def _keep(self, unwritten: list[tuple[tuple[str, int], tuple[float, ...]]]) -> None:
+        """Put back the counts a write did not take, added to whatever was counted meanwhile."""
+        for key, row in unwritten:
+            if key in self._counts:
+                self._merge(self._rollup(key, row))
+            else:
+                self._counts[key] = row
 
     async def prune(self, now: float) -> int:
         """Delete what the retention no longer keeps, in batches; how many rows went."""

@@ -83,6 +83,41 @@ async def test_a_failed_write_is_kept_and_added_to_the_next() -> None:
     assert store.hourly[(HOUR, "api", "eu")].count == 2
 
 
+class FailingSecondBatch(MemoryStore):
+    """A store whose second add_rollups fails, after a check was counted while it ran."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+        self.rollups: Rollups | None = None
+
+    async def add_rollups(self, rollups: Sequence[Rollup]) -> None:
+        self.calls += 1
+        if self.calls == 2:
+            assert self.rollups is not None
+            self.rollups.add("t1200", result(True, HOUR + 20, 0.2))  # counted meanwhile
+            msg = "database away"
+            raise OSError(msg)
+        await super().add_rollups(rollups)
+
+
+async def test_a_batch_that_fails_keeps_only_what_was_not_written() -> None:
+    """1,500 targets are written in batches of 1,000: the first batch goes, the second fails
+    while one of its targets is checked again. The 500 unwritten counts are kept with the new
+    one added, and the next write leaves every target counted once (t1200 twice)."""
+    store = FailingSecondBatch()
+    rollups = Rollups(store, "eu", HistoryOptions())
+    store.rollups = rollups
+    for i in range(1500):
+        rollups.add(f"t{i}", result(True, HOUR + 10, 0.2))
+    with capture_logs():
+        assert await rollups.flush() is False
+    assert (len(store.hourly), rollups.waiting) == (1000, 500)
+    assert await rollups.flush() is True
+    counts = {key[1]: r.count for key, r in store.hourly.items()}
+    assert (len(counts), counts["t1200"], sum(counts.values())) == (1500, 2, 1501)
+
+
 async def test_finish_writes_what_is_counted_into_the_file(tmp_path: Path) -> None:
     """At shutdown the running task writes once more before it returns: the count is in the
     SQLite file, read back after reopening it."""
