@@ -48,13 +48,12 @@ def _le(bound: float) -> str:
 
 
 class TargetStats:
-    """What the checks of one target found, and its lines of each family as last rendered."""
+    """What the checks of one target found."""
 
     __slots__ = (
         "changes",
         "checks",
         "duration",
-        "fragments",
         "info",
         "info_labels",
         "label",
@@ -62,6 +61,7 @@ class TargetStats:
         "loss_ratio",
         "phase_names",
         "phases",
+        "position",
         "state",
         "status",
         "tls_expiry_ts",
@@ -81,10 +81,7 @@ class TargetStats:
         self.state: str = "unknown"
         self.changes: dict[str, int] = {}
         self.loss_ratio: float | None = None  # icmp targets only
-        # Each family's lines of this target as last rendered (monitor.metrics keeps them
-        # current). One list for the target's life, changed in place: a new one per
-        # rendering would be a new object for the garbage collector to track.
-        self.fragments: list[bytes] = [b""] * FAMILIES
+        self.position = 0  # where monitor.metrics keeps this target's rendered lines
 
     def set_info(self, info: dict[str, str]) -> None:
         """The target's static labels, and their text rendered once for every scrape."""

@@ -28,7 +28,7 @@ from monitor.checks import CheckResult
 from monitor.config import Target
 from monitor.families import FAMILIES, TargetStats, target_families
 
-RENDER_CHUNK = 500  # targets whose kept lines of one family are joined between two yields
+RENDER_CHUNK = 2000  # targets whose lines of one family are joined between two yields (<1 ms)
 STALE_CHUNK = 100  # changed targets re-rendered between two yields: a few ms of the loop
 
 
@@ -40,6 +40,10 @@ class Metrics:
         self._location = location  # on every per-target series: where the checks ran from
         self._fleet_incidents: dict[str, str] | None = None
         self._targets: dict[str, TargetStats] = {}
+        # Each family's rendered lines of every target, at the target's position: a scrape
+        # joins slices of them (in C). Kept per target, the joins first gathered one item
+        # per target and family in Python: ~0.1 s of the loop per scrape at 50,000 targets.
+        self._columns: list[list[bytes]] = [[] for _ in range(FAMILIES)]
         self._stale: set[TargetStats] = set()  # whose kept lines are older than their values
         # The targets in a maintenance window at a time (its owner: monitor.maintenance), and
         # those the kept lines show; a scrape re-renders the targets that entered or left one.
@@ -52,20 +56,31 @@ class Metrics:
         self.targets_rendered = 0  # how many times a target's lines were (re-)rendered
 
     def set_targets(self, targets: Iterable[Target]) -> None:
-        """Track exactly these targets: new ones appear, removed ones' series disappear."""
+        """Track exactly these targets, in this order: new ones appear, removed ones'
+        series disappear, the others keep their rendered lines."""
         wanted = {t.name: t for t in targets}
-        for name in list(self._targets):
-            if name not in wanted:
-                self._stale.discard(self._targets.pop(name))
-        for name, target in wanted.items():
+        before, self._targets = self._targets, {}
+        old_columns = self._columns
+        columns: list[list[bytes]] = [[] for _ in range(FAMILIES)]
+        for name in before.keys() - wanted.keys():
+            self._stale.discard(before[name])
+        for position, (name, target) in enumerate(wanted.items()):
             info = _info_labels(target, self._location)
-            stats = self._targets.get(name)
+            stats = before.get(name)
             if stats is None:
-                stats = self._targets[name] = TargetStats(info, self._bounds)
+                stats = TargetStats(info, self._bounds)
+                lines = [b""] * FAMILIES
                 self._stale.add(stats)
-            elif stats.info != info:
-                stats.set_info(info)
-                self._stale.add(stats)
+            else:
+                lines = [column[stats.position] for column in old_columns]
+                if stats.info != info:
+                    stats.set_info(info)
+                    self._stale.add(stats)
+            stats.position = position
+            for column, line in zip(columns, lines, strict=True):
+                column.append(line)
+            self._targets[name] = stats
+        self._columns = columns
 
     def observe(self, result: CheckResult) -> None:
         """Record a current target's result (the scheduler passes on no other)."""
@@ -125,12 +140,11 @@ class Metrics:
             yield b"".join(parts)
 
     def _pieces(self, registry: CollectorRegistry) -> Iterator[bytes | None]:
-        targets = list(self._targets.values())
         held = self.maintenance(time.time()) if self.maintenance is not None else None
         if held != self._held:
             before, self._held = self._held, held
             if before is None or held is None:  # the family appears or goes for every target
-                self._stale.update(targets)
+                self._stale.update(self._targets.values())
             else:
                 self._stale.update(
                     self._targets[name] for name in before ^ held if name in self._targets
@@ -142,17 +156,20 @@ class Metrics:
             for _ in range(min(STALE_CHUNK, len(stale))):
                 self._render(stale.pop())
             yield None
-        for index, header in enumerate(self._headers):
+        # The lines as they are now: a reload meanwhile builds new columns, this scrape
+        # goes on with the targets it began with.
+        columns = self._columns
+        for header, column in zip(self._headers, columns, strict=True):
             yield header
-            for start in range(0, len(targets), RENDER_CHUNK):
-                yield b"".join([s.fragments[index] for s in targets[start : start + RENDER_CHUNK]])
+            for start in range(0, len(column), RENDER_CHUNK):
+                yield b"".join(column[start : start + RENDER_CHUNK])
                 yield None
         yield generate_latest(registry)
 
     def _render(self, stats: TargetStats) -> None:
-        fragments = stats.fragments
-        for index, line in enumerate(self._lines):
-            fragments[index] = line(stats).encode()
+        position = stats.position
+        for column, line in zip(self._columns, self._lines, strict=True):
+            column[position] = line(stats).encode()
         self.targets_rendered += 1
 
 

@@ -310,7 +310,7 @@ class TestRenderer:
 
     async def test_render_yields_to_the_event_loop(self) -> None:
         """Rendering many targets lets other tasks run between chunks."""
-        many = [Target(name=f"t{i}", url="http://127.0.0.1/") for i in range(2000)]
+        many = [Target(name=f"t{i}", url="http://127.0.0.1/") for i in range(4000)]
         metrics, registry = _setup(*many)
         ticks = 0
         done = False
@@ -325,10 +325,10 @@ class TestRenderer:
         pieces = [piece async for piece in metrics.stream(registry)]
         done = True
         await task
-        # The 2,000 new targets rendered 100 at a time (20 turns of the loop), then 13
-        # per-target families joined in chunks of 500 (52 more): the loop ran 72 times, not
-        # once after the whole render; the registry's families are the 53rd piece.
-        assert (ticks, len(pieces)) == (72, 53)
+        # The 4,000 new targets rendered 100 at a time (40 turns of the loop), then 13
+        # per-target families joined in chunks of 2,000 (26 more): the loop ran 66 times, not
+        # once after the whole render; the registry's families are the 27th piece.
+        assert (ticks, len(pieces)) == (66, 27)
 
 
 class TestFleet:
