@@ -1,7 +1,9 @@
 """What may be shown of a target's URL: one rule, applied once per target.
 
 :attr:`monitor.config.Target.safe_url` is computed once from :func:`safe_url` and is what logs,
-metrics and messages carry; :func:`redact` removes the same secrets from an error text.
+metrics and messages carry; :func:`redact` removes the same secrets from an error text (a
+target finds its secrets once, :attr:`monitor.config.Target.secrets`, and masks each error
+with :func:`mask`).
 
 Hidden, whatever the scheme's case (``HTTP://`` too):
 
@@ -15,7 +17,7 @@ Hidden, whatever the scheme's case (``HTTP://`` too):
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from urllib.parse import parse_qsl, unquote
 
 # Query parameters whose values are credentials (compared in lower case).
@@ -42,6 +44,11 @@ MIN_REDACTED = 4  # characters: see _secrets
 # The user info ends at the last "@" before the path: a password may contain "@" itself.
 USERINFO = re.compile(r"(?i)^([a-z][a-z0-9+.\-]*://)([^/?#]*)@")
 _QUERY_PAIR = re.compile(r"([?&;])([^=&;#]*)=([^&;#]*)")
+
+
+def secrets_of(*urls: str) -> tuple[str, ...]:
+    """Every secret the ``urls`` carry, as they appear and decoded, longest first."""
+    return tuple(sorted({s for url in urls for s in _secrets(url)}, key=len, reverse=True))
 
 
 def _secrets(url: str) -> list[str]:
@@ -71,7 +78,12 @@ def _secrets(url: str) -> list[str]:
 
 def redact(text: str, url: str) -> str:
     """``text`` without any secret of ``url`` (see the module docstring)."""
-    for secret in _secrets(url):
+    return mask(text, _secrets(url))
+
+
+def mask(text: str, secrets: Sequence[str]) -> str:
+    """``text`` with each of ``secrets`` (longest first) replaced by the mask."""
+    for secret in secrets:
         text = text.replace(secret, MASK)
     return text
 

@@ -43,6 +43,21 @@ class TestSafeUrl:
         assert target.safe_url is target.safe_url
 
 
+class TestTargetRedact:
+    def test_a_target_masks_its_urls_and_its_proxys_secrets_found_once(self) -> None:
+        """Target.redact hides the secrets of the URL and of the proxy's URL (longest first),
+        leaves an empty error as it is, and finds them once: secrets is the same object on
+        every use."""
+        target = Target(
+            name="t",
+            url="http://u:s3cr3t@host/?token=t0k3n",
+            proxy="http://p:pr0xypass@proxy:3128",
+        )
+        text = "s3cr3t t0k3n pr0xypass s3cr3t2"
+        assert target.redact(text) == "*** *** *** ***2"
+        assert (target.redact(""), target.secrets is target.secrets) == ("", True)
+
+
 class TestRedact:
     def test_redact(self) -> None:
         """redact removes the URL's password from any text and leaves other text alone."""

@@ -33,7 +33,7 @@ from monitor.probes.base import CheckResult, ProbeKit, Reason, address_family, o
 from monitor.probes.httpexpect import Answer, judge, read_body
 from monitor.probes.httpproxy import proxy_problem, refused
 from monitor.probes.httptiming import PHASES, Timing
-from monitor.redaction import redact, safe_url
+from monitor.redaction import safe_url
 
 USER_AGENT = f"uptime-monitor/{__version__}"
 _NO_TIMEOUT = aiohttp.ClientTimeout(total=None)  # asyncio.timeout bounds the whole check
@@ -142,7 +142,7 @@ class HttpProbe:
             started_at=started_at,
             phases_s=timing.phases,
             tls_expiry_ts=self._kit.expiry(timing.cert_der),
-            error=redact(redact(error, target.url), target.proxy or ""),
+            error=target.redact(error),
         )
 
     async def _request(self, target: Target, timing: Timing) -> Answer:

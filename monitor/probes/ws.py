@@ -43,7 +43,7 @@ from monitor.probes.httptiming import (
     current,
 )
 from monitor.probes.stream import Closed, Mismatch, excerpt
-from monitor.redaction import redact, safe_url
+from monitor.redaction import safe_url
 
 WS_PHASES = ("resolve", "connect", "tls", "handshake", "response")
 # How long the close after a passing check waits for the server's close frame: politeness,
@@ -111,7 +111,7 @@ class WsProbe:
             reason = "latency" if error else "ok"
         except Exception as exc:
             reason, error, status = _classify(exc, timing, progress, status)
-            error = redact(error, target.url)
+            error = target.redact(error)
         finally:
             current.reset(token)
             if progress is not None:
