@@ -30,6 +30,9 @@ from monitor.families import FAMILIES, TargetStats, target_families
 
 RENDER_CHUNK = 2000  # targets whose lines of one family are joined between two yields (<1 ms)
 STALE_CHUNK = 100  # changed targets re-rendered between two yields: a few ms of the loop
+LOOP_SHARE = 0.2  # the most of the event loop's time a rendering takes while it runs
+PACE_AFTER_S = 0.005  # work after which a rendering pauses; less is no delay to speak of
+_clock = time.perf_counter
 
 
 class Metrics:
@@ -54,6 +57,7 @@ class Metrics:
         self._headers = [header.encode() for header, _ in families]
         self._lines = [line for _, line in families]
         self.targets_rendered = 0  # how many times a target's lines were (re-)rendered
+        self.loop_share = LOOP_SHARE
 
     def set_targets(self, targets: Iterable[Target]) -> None:
         """Track exactly these targets, in this order: new ones appear, removed ones'
@@ -124,18 +128,36 @@ class Metrics:
                 stats.changes[state] = stats.changes.get(state, 0) + 1
 
     async def stream(self, registry: CollectorRegistry) -> AsyncIterator[bytes]:
-        """The exposition in pieces of a few hundred targets, yielding to the event loop
-        between them: no scrape holds the loop, or a buffer of the whole text, for long.
+        """The exposition in pieces of a few thousand targets, pausing between them: no
+        scrape holds the loop, or a buffer of the whole text, for long.
+
+        Every :data:`PACE_AFTER_S` of work it pauses long enough that the rendering takes at
+        most :attr:`loop_share` of the loop's time while it runs (a small exposition never
+        waits). With only a turn of the loop between pieces, a scrape
+        at 50,000 targets (~0.2 s of the loop's CPU in ~0.5 s) took more than the loop had
+        left beside the checks, and the checks due meanwhile started ~40 ms later at p99.
         The registry's process-wide families come last."""
+        idle_per_work = (1 - self.loop_share) / self.loop_share
         parts: list[bytes] = []
+        work_s = 0.0
+        since = _clock()
         for piece in self._pieces(registry):
             if piece is not None:
                 parts.append(piece)
                 continue
             if parts:
-                yield b"".join(parts)
+                text = b"".join(parts)
                 parts.clear()
-            await asyncio.sleep(0)  # let checks run
+                work_s += _clock() - since
+                yield text  # what the reader does with it is not this rendering's work
+                since = _clock()
+            work_s += _clock() - since
+            if work_s < PACE_AFTER_S:
+                await asyncio.sleep(0)  # a turn of the loop; the work is owed idle later
+            else:
+                await asyncio.sleep(work_s * idle_per_work)
+                work_s = 0.0
+            since = _clock()
         if parts:
             yield b"".join(parts)
 

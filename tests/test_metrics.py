@@ -12,6 +12,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+import monitor.metrics as metrics_module
 from monitor.checks import PHASES, Checker, CheckResult, phases_of
 from monitor.collectors import (
     CheckerCollector,
@@ -312,6 +313,7 @@ class TestRenderer:
         """Rendering many targets lets other tasks run between chunks."""
         many = [Target(name=f"t{i}", url="http://127.0.0.1/") for i in range(4000)]
         metrics, registry = _setup(*many)
+        metrics.loop_share = 1.0  # no pause beyond one turn of the loop: exact turns
         ticks = 0
         done = False
 
@@ -329,6 +331,31 @@ class TestRenderer:
         # per-target families joined in chunks of 2,000 (26 more): the loop ran 66 times, not
         # once after the whole render; the registry's families are the 27th piece.
         assert (ticks, len(pieces)) == (66, 27)
+
+    async def test_pauses_keep_the_rendering_to_its_share_of_the_loop(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """With a loop share of 1/4, once 5 ms of work are done the pause is three times that
+        work; before, only a turn of the loop. A clock that advances 2 ms per reading makes a
+        slice without a piece 2 ms of work and one with a piece 4 ms (two readings): so 0, 0
+        and 18 ms after the three slices of new targets, then 0 and 24 ms in turn."""
+        many = [Target(name=f"t{i}", url="http://127.0.0.1/") for i in range(300)]
+        metrics, registry = _setup(*many)
+        metrics.loop_share = 0.25
+        ticks = iter(range(1_000_000))
+        monkeypatch.setattr(metrics_module, "_clock", lambda: next(ticks) * 0.002)
+        pauses: list[float] = []
+        real_sleep = asyncio.sleep
+
+        async def recording_sleep(delay: float) -> None:
+            pauses.append(round(delay, 9))
+            await real_sleep(0)
+
+        monkeypatch.setattr(metrics_module.asyncio, "sleep", recording_sleep)
+        pieces = [piece async for piece in metrics.stream(registry)]
+        # 3 slices of 100 new targets (no piece), then 13 families of one chunk each.
+        assert pauses == [0, 0, 0.018] + [0, 0.024] * 6 + [0]
+        assert len(pieces) == 14
 
 
 class TestFleet:
