@@ -9,8 +9,8 @@ of one target are plain f-strings. :mod:`monitor.metrics` decides when they are 
 from __future__ import annotations
 
 import bisect
-import math
 from collections.abc import Callable, Sequence
+from itertools import accumulate
 
 from monitor.checks import phases_of
 from monitor.state import STATES
@@ -95,12 +95,23 @@ def escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
+_SPECIAL = {"nan": "NaN", "inf": "+Inf", "-inf": "-Inf"}  # as the text format spells them
+
+
 def _num(value: float) -> str:
-    if math.isnan(value):
-        return "NaN"
-    if value in (float("inf"), float("-inf")):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(float(value))
+    text = repr(float(value))
+    return _SPECIAL.get(text, text)
+
+
+def _one_hot(name: str, label: str, states: Sequence[str]) -> dict[str, str]:
+    """For each state, the lines of a one-hot family (a str.format template of the target's
+    label, {0}) with that state at 1; for "", all at 0 (a state no line names)."""
+    return {
+        now: "".join(
+            f'{name}{{{{{{0}},{label}="{k}"}}}} {"1.0" if now == k else "0.0"}\n' for k in states
+        )
+        for now in ("", *states)
+    }
 
 
 def _header(name: str, kind: str, help_text: str) -> str:
@@ -120,28 +131,41 @@ def target_families(
     ``fleet_incidents`` and ``maintenance`` (the targets in a window; None: no windows are
     kept) are asked at each rendering rather than captured: a target rendered after a
     heartbeat, or after a window began, must show it."""
+    # One-hot families and phases are str.format templates of the target's label ({0}), one
+    # call per target instead of a line at a time, for the ~4,000 targets a scrape renders
+    # at 50,000. (The histogram's template was slower than its f-strings: it is long.)
     les = [f'le="{_le(b)}"' for b in (*bounds, float("inf"))]
+    phase_lines: dict[tuple[str, ...], str] = {}  # by a type's phase names
+    states = _one_hot("monitor_state", "state", STATES)
+    fleet_states = _one_hot("monitor_fleet_state", "state", STATES)
 
     def up(s: TargetStats) -> str:
         return "" if s.up is None else f"monitor_up{{{s.label}}} {_num(s.up)}\n"
 
     def duration(s: TargetStats) -> str:
-        counts = s.duration.counts[:]  # one copy: buckets consistent with the count
-        out, running = [], 0
-        for le, count in zip(les, counts, strict=True):
-            running += count
-            out.append(f"monitor_check_duration_seconds_bucket{{{s.label},{le}}} {running}.0\n")
-        out.append(f"monitor_check_duration_seconds_sum{{{s.label}}} {_num(s.duration.sum)}\n")
-        out.append(f"monitor_check_duration_seconds_count{{{s.label}}} {running}.0\n")
+        label = s.label
+        # One copy of the counts: buckets consistent with the count.
+        running = list(accumulate(s.duration.counts[:]))
+        out = [
+            f"monitor_check_duration_seconds_bucket{{{label},{le}}} {count}.0\n"
+            for le, count in zip(les, running, strict=True)
+        ]
+        out.append(f"monitor_check_duration_seconds_sum{{{label}}} {_num(s.duration.sum)}\n")
+        out.append(f"monitor_check_duration_seconds_count{{{label}}} {running[-1]}.0\n")
         return "".join(out)
 
     def phase(s: TargetStats) -> str:
         if s.up is None:
             return ""
-        return "".join(
-            f'monitor_check_phase_seconds{{{s.label},phase="{p}"}} {_num(s.phases.get(p, 0.0))}\n'
-            for p in s.phase_names
-        )
+        names = s.phase_names
+        template = phase_lines.get(names)
+        if template is None:
+            template = phase_lines[names] = "".join(
+                f'monitor_check_phase_seconds{{{{{{0}},phase="{p}"}}}} {{{i}}}\n'
+                for i, p in enumerate(names, start=1)
+            )
+        phases = s.phases
+        return template.format(s.label, *[_num(phases.get(p, 0.0)) for p in names])
 
     def status(s: TargetStats) -> str:
         return "" if s.up is None else f"monitor_http_status_code{{{s.label}}} {s.status}.0\n"
@@ -163,10 +187,7 @@ def target_families(
         return f"monitor_last_check_timestamp_seconds{{{s.label}}} {_num(s.last_check_ts)}\n"
 
     def state(s: TargetStats) -> str:
-        return "".join(
-            f'monitor_state{{{s.label},state="{k}"}} {"1.0" if s.state == k else "0.0"}\n'
-            for k in STATES
-        )
+        return states.get(s.state, states[""]).format(s.label)
 
     def fleet_state(s: TargetStats) -> str:
         incidents = fleet_incidents()
@@ -174,10 +195,7 @@ def target_families(
             return ""
         # An open incident's state, else up once this location has a verdict (unknown before).
         now = incidents.get(s.info["target"]) or ("unknown" if s.state == "unknown" else "up")
-        return "".join(
-            f'monitor_fleet_state{{{s.label},state="{k}"}} {"1.0" if now == k else "0.0"}\n'
-            for k in STATES
-        )
+        return fleet_states.get(now, fleet_states[""]).format(s.label)
 
     def changes(s: TargetStats) -> str:
         return "".join(

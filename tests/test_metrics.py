@@ -25,6 +25,7 @@ from monitor.collectors import (
 from monitor.config import Target
 from monitor.metrics import Metrics
 from monitor.scheduling import Scheduler
+from monitor.state import STATES
 
 
 def _result(
@@ -219,6 +220,19 @@ class TestValues:
         metrics, registry = _setup(WEB)
         metrics.observe(_result("web"))
         assert "monitor_checks_created" not in _render(metrics, registry).decode()
+
+    def test_a_state_no_line_names_sets_every_line_to_0(self) -> None:
+        """monitor_state is one-hot for each of the four states, and a state that is none of
+        them sets all four lines to 0 rather than failing the scrape."""
+        metrics, registry = _setup(WEB)
+        metrics.set_state("web", "down")
+        samples = _samples(metrics, registry)
+        assert [_get(samples, "monitor_state", target="web", state=k) for k in STATES] == [
+            0.0 if k != "down" else 1.0 for k in STATES
+        ]
+        metrics.set_state("web", "sideways")
+        samples = _samples(metrics, registry)
+        assert [_get(samples, "monitor_state", target="web", state=k) for k in STATES] == [0.0] * 4
 
 
 class TestTargetsChange:
