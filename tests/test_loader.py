@@ -17,7 +17,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 from ruamel.yaml.events import AliasEvent
 
-from monitor import cli, loader
+from monitor import cli, loader, yamlgate
 from monitor.checktypes import unsupported_scheme
 from monitor.config import TLS, Alerts, Expect, MonitorFile, Target
 from monitor.loader import ConfigError, load_config, parse_config
@@ -602,7 +602,7 @@ class TestProperties:
         libyaml sees no tag, anchor or directive either (an alias then names no anchor, which
         the composer refuses)."""
         text = "".join(pieces)
-        if loader._may_have_properties(text):
+        if yamlgate.may_have_properties(text):
             return
         try:
             events = list(YAML(typ="safe").parse(text))
