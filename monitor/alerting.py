@@ -7,22 +7,20 @@ that left the config or now check something else), applies a reload's
 
 Judging is synchronous and in memory: :meth:`Alerting.observe` never waits for the store.
 Each state change and the messages it implies become one write, kept in order in a queue
-that one writer task applies to the store; the delivery workers are woken once the write has
-committed. A write that fails is kept and tried again, in order, until the store takes it
-(``state_store_write_failed`` is logged, ``monitor_state_store_up`` reads 0), so a locked or
-full store delays alerts but never loses them, and never stalls a check.
+that one writer task applies to the store (:mod:`monitor.statewrites`); the delivery workers
+are woken once the write has committed. A write that fails is kept and tried again, in
+order, until the store takes it (``state_store_write_failed`` is logged,
+``monitor_state_store_up`` reads 0), so a locked or full store delays alerts but never loses
+them, and never stalls a check.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import ssl
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 import aiohttp
@@ -50,6 +48,7 @@ from monitor.state import (
     TargetState,
     step,
 )
+from monitor.statewrites import Write, WriteQueue
 from monitor.stores import Decision, FleetView, StateStore, Stored, StoreUnavailable, Subject
 from monitor.stores.base import Record
 
@@ -57,28 +56,10 @@ log = structlog.get_logger("monitor.alerting")
 
 DEFAULT_LOCATION = "default"
 FLEET_POLL_S = 1.0  # in a fleet, other instances queue messages too: look this often
-# Verdicts written in one transaction at most: a start-up's first verdicts (every target's
-# unknown -> up) commit in batches, not one by one (~1 ms each on PostgreSQL, more with fsync).
-WRITE_BATCH = 500
-WRITE_RETRY_S = (0.1, 0.5, 1.0, 2.0, 5.0)  # waits between attempts at a failed write; then 5 s
 
 
 class InWindow(Protocol):
     def active_for(self, target: str, now: float) -> bool: ...
-
-
-@dataclass(frozen=True, slots=True)
-class _Write:
-    """One transaction for the store; returns the notifiers it queued messages for.
-
-    A write with ``record`` set is one location's verdict: the writer folds a run of them
-    into one :meth:`~monitor.stores.StateStore.record_many` (one commit for many), and
-    calls ``recorded`` with each one's decision once the batch has committed."""
-
-    apply: Callable[[StateStore], Awaitable[tuple[str, ...]]]
-    target: str
-    record: Record | None = None
-    recorded: Callable[[Decision], None] | None = None
 
 
 class Alerting:
@@ -107,11 +88,7 @@ class Alerting:
         self._session: aiohttp.ClientSession | None = None
         self._configs = {n.name: n for n in config.notifiers}
         self.delivery: Delivery | None = None
-        self.store_up = True  # the last write went through (or none failed)
-        self._writes: deque[_Write] = deque()
-        self._write_ready = asyncio.Event()
-        self._written = asyncio.Event()  # set while no write waits
-        self._written.set()
+        self._writes = WriteQueue(store, self._queued)
         self._writer: asyncio.Task[None] | None = None
         # Which targets are in a maintenance window (monitor.maintenance); None: never.
         self.maintenance: InWindow | None = None
@@ -138,7 +115,7 @@ class Alerting:
             self._forget(name, saved.url, saved.labels, saved.notifiers, now, target is not None)
         self._all = wanted
         self.assign(wanted.values() if owned is None else owned)
-        self._writer = asyncio.create_task(self._write_loop(), name="state-writer")
+        self._writer = asyncio.create_task(self._writes.run(), name="state-writer")
         if self._on_death is not None:
             on_death = self._on_death
             self._writer.add_done_callback(lambda t: None if t.cancelled() else on_death(t))
@@ -287,7 +264,7 @@ class Alerting:
             return tuple(n for n, _ in decision.outgoing)
 
         verdict = Record(subject, location, outcome.state, decide)
-        self._write(_Write(record, target.name, verdict, recorded))
+        self._writes.put(Write(record, target.name, verdict, recorded))
         change = outcome.change
         if change is None:
             return
@@ -319,7 +296,7 @@ class Alerting:
             await store.forget(name, self.location, farewell)
             return tuple(queued)
 
-        self._write(_Write(forget, name))
+        self._writes.put(Write(forget, name))
         why = "url changed" if url_changed else "removed"
         log.info("state_forgotten", target=name, why=why)
 
@@ -342,64 +319,23 @@ class Alerting:
             queued += 1
         return queued
 
-    # -- the writer ----------------------------------------------------------------------
-    def _write(self, write: _Write) -> None:
-        self._writes.append(write)
-        self._written.clear()
-        self._write_ready.set()
+    # -- the writer (monitor.statewrites) ----------------------------------------------
+    def _queued(self, notifiers: tuple[str, ...]) -> None:
+        if self.delivery is not None:
+            self.delivery.queued(list(notifiers))
+
+    @property
+    def store_up(self) -> bool:
+        """Whether the last state write went through (or none failed)."""
+        return self._writes.store_up
 
     @property
     def writes_waiting(self) -> int:
-        return len(self._writes)
-
-    async def _write_loop(self) -> None:
-        while True:
-            await self._write_ready.wait()
-            self._write_ready.clear()
-            while self._writes:
-                batch = list(itertools.islice(self._writes, WRITE_BATCH))
-                records = list(itertools.takewhile(lambda w: w.record is not None, batch))
-                if len(records) > 1:
-                    await self._apply(_batch(records))
-                    for _ in records:
-                        self._writes.popleft()
-                else:
-                    await self._apply(self._writes[0])
-                    self._writes.popleft()
-            self._written.set()
-
-    async def _apply(self, write: _Write) -> None:
-        """Apply ``write``, trying again until the store takes it; then wake the workers."""
-        attempt = 0
-        while True:
-            try:
-                queued = await write.apply(self.store)
-            except Exception as exc:
-                wait_s = WRITE_RETRY_S[min(attempt, len(WRITE_RETRY_S) - 1)]
-                attempt += 1
-                if self.store_up or attempt == 1:
-                    log.error(
-                        "state_store_write_failed",
-                        target=write.target,
-                        error=f"{type(exc).__name__}: {exc}",
-                        waiting=len(self._writes),
-                        consequence="kept in memory and written when the store works again",
-                    )
-                self.store_up = False
-                await asyncio.sleep(wait_s)
-                continue
-            if not self.store_up:
-                self.store_up = True
-                log.info("state_store_recovered", written=write.target)
-            if self.delivery is not None and queued:
-                self.delivery.queued(list(queued))
-            return
+        return self._writes.waiting
 
     async def flush(self, timeout_s: float) -> bool:
         """Wait up to ``timeout_s`` for every queued write; returns whether all were written."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._written.wait(), timeout_s)
-        return not self._writes
+        return await self._writes.flush(timeout_s)
 
     # -- reading -------------------------------------------------------------------------
     async def firing_for(self, notifier: str) -> list[Notification]:
@@ -425,7 +361,7 @@ class Alerting:
             if not await self.flush(grace_s):
                 log.error(
                     "state_not_written",
-                    writes=len(self._writes),
+                    writes=self._writes.waiting,
                     consequence="these state changes are lost; checks will find them again",
                 )
             self._writer.cancel()
@@ -436,22 +372,6 @@ class Alerting:
         if self._session is not None:
             await self._session.close()
         await self.store.close()
-
-
-def _batch(writes: list[_Write]) -> _Write:
-    """One write of the verdicts of ``writes`` (all of them records), in one transaction."""
-    records = [w.record for w in writes if w.record is not None]
-
-    async def apply(store: StateStore) -> tuple[str, ...]:
-        decisions = await store.record_many(records)
-        queued: list[str] = []
-        for write, decision in zip(writes, decisions, strict=True):
-            if write.recorded is not None:
-                write.recorded(decision)
-            queued.extend(n for n, _ in decision.outgoing)
-        return tuple(queued)
-
-    return _Write(apply, f"{writes[0].target} and {len(writes) - 1} more")
 
 
 def _persisted(state: TargetState) -> tuple[object, ...]:

@@ -19,7 +19,7 @@ from servers import closed_port
 from store_contract import save
 from structlog.testing import capture_logs
 
-from monitor import alerting as alerting_module
+from monitor import statewrites
 from monitor.alerting import Alerting
 from monitor.checks import CheckResult
 from monitor.config import MonitorFile
@@ -430,7 +430,7 @@ class TestStoreOutage:
         """While the store fails, observe() still judges at once and store_up is False, with one
         state_store_write_failed per outage; afterwards the firing and the later resolved
         message are each in the outbox once, in order."""
-        monkeypatch.setattr(alerting_module, "WRITE_RETRY_S", (0.001,))
+        monkeypatch.setattr(statewrites, "WRITE_RETRY_S", (0.001,))
         config = _config(dead_url, _target("api"))
         api = config.targets[0]
         store = BrokenStore()
