@@ -208,6 +208,7 @@ class TestTls:
         assert (result.reason, result.status) == ("ok", 200)
         assert result.phases_s["tls"] > 0
         assert result.phases_s["connect"] > 0
+        assert result.phases_s["processing"] >= 0.2
         assert result.tls_expiry_ts == tls_certs.valid_not_after.timestamp()
 
     async def test_localhost_name_verified(self, checker: Checker, tls_certs: TLSCerts) -> None:
@@ -437,10 +438,18 @@ class TestRedirectPhases:
         self, checker: Checker, tls_certs: TLSCerts
     ) -> None:
         """A redirect from plain http up to https: the second hop's handshake is the tls
-        phase and its certificate's expiry is reported."""
-        async with serve_app(app_with(hello=hello), tls_certs.valid) as secure:
+        phase and its certificate's expiry is reported. Each hop waits 0.1 s, so the phases
+        are most of the duration however busy the machine (without the waits, the few ms
+        between the hops were over half of it now and then)."""
+
+        async def hello_after_wait(_r: web.Request) -> web.Response:
+            await asyncio.sleep(0.1)
+            return web.Response(text="hello")
+
+        async with serve_app(app_with(hello=hello_after_wait), tls_certs.valid) as secure:
 
             async def up(_r: web.Request) -> web.Response:
+                await asyncio.sleep(0.1)
                 raise web.HTTPFound(f"{secure}/hello")
 
             async with serve_app(app_with(up=up)) as plain:
@@ -450,6 +459,7 @@ class TestRedirectPhases:
         assert (result.reason, result.status) == ("ok", 200)
         assert result.phases_s["tls"] > 0
         assert result.phases_s["connect"] > 0
+        assert result.phases_s["processing"] >= 0.2
         assert result.tls_expiry_ts == tls_certs.valid_not_after.timestamp()
         self.assert_within_duration(result)
 
