@@ -20,9 +20,12 @@ from fleet_store_contract import FleetStoreContract
 from store_contract import DOWN, note, save
 from structlog.testing import capture_logs
 
+from monitor.history import HOUR_S, one_check
 from monitor.stores import StateFileError, Stored
 from monitor.stores.memory import MemoryStore
 from monitor.stores.sqlite import SqliteStore
+
+HOUR = 1_700_000_000 // HOUR_S * HOUR_S
 
 
 class TestSqliteFile:
@@ -70,10 +73,11 @@ class TestSqliteFile:
 
     async def test_a_deleted_file_is_recreated_with_everything(self, tmp_path: Path) -> None:
         """A state file deleted while the store runs is recreated at the next write, with the
-        state and undelivered messages it held: a later restart loses nothing."""
+        state, undelivered messages and history it held: a later restart loses nothing."""
         path = tmp_path / "state.db"
         store = await SqliteStore.open(path)
         await save(store, "api", "http://127.0.0.1/api", {}, DOWN, [("hook", note("api/1"))])
+        await store.add_rollups([one_check("api", "default", HOUR + 10, True, 0.2)])
         for name in ("state.db", "state.db-wal", "state.db-shm"):
             (tmp_path / name).unlink(missing_ok=True)
         with capture_logs() as logs:
@@ -86,6 +90,9 @@ class TestSqliteFile:
         try:
             assert sorted(await store.load("default")) == ["api", "web"]
             assert await store.pending_counts() == {"hook": 2}
+            totals = await store.rollup_totals(False, HOUR, HOUR + HOUR_S)
+            first_seen = await store.first_seen()
+            assert (totals["api"].count, first_seen["api"]) == (1, HOUR + 10)
         finally:
             await store.close()
 

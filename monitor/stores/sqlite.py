@@ -169,9 +169,10 @@ class _Database:
         """Before a write: if the file was deleted or replaced underneath, recreate it.
 
         An open SQLite connection keeps writing to a deleted file's inode, so without this
-        every later write (a RESOLVED, say) would vanish at the next restart. What the old
-        connection still reads, state and outbox alike, is copied into a new file at
-        ``path``; a file someone put in its place is moved aside, not overwritten.
+        every later write (a RESOLVED, say) would vanish at the next restart. Everything the
+        old connection still reads (state, outbox, history, maintenance) is copied with
+        SQLite's backup into a new file, which then takes the place of ``path``; a file
+        someone put there is moved aside, not overwritten.
         """
         if self.path == ":memory:":
             return
@@ -179,10 +180,13 @@ class _Database:
         if now == self._identity:
             return
         why = "deleted" if now is None else "replaced"
-        state_rows = self._db.execute("SELECT * FROM target_state").fetchall()
-        outbox_rows = self._db.execute("SELECT * FROM outbox").fetchall()
-        verdict_rows = self._db.execute("SELECT * FROM location_state").fetchall()
-        maintenance_rows = maintenance.rows(self._db)
+        copy = f"{self.path}.recreating"
+        Path(copy).unlink(missing_ok=True)
+        target = sqlite3.connect(copy)
+        try:
+            self._db.backup(target)  # page by page, the old file as this connection sees it
+        finally:
+            target.close()
         self._db.close()
         moved_to = None
         if why == "replaced":
@@ -190,22 +194,17 @@ class _Database:
             Path(self.path).rename(moved_to)
         for suffix in ("-wal", "-shm"):  # the old file's: they must not meet the new one
             Path(self.path + suffix).unlink(missing_ok=True)
+        os.replace(copy, self.path)
         self._db = self._open()
-        with self._transaction():
-            self._db.executemany(
-                "INSERT INTO target_state VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", state_rows
-            )
-            self._db.executemany("INSERT INTO outbox VALUES (?, ?, ?, ?, ?, ?)", outbox_rows)
-            self._db.executemany(_UPSERT_VERDICT, verdict_rows)
-            maintenance.put_rows(self._db, maintenance_rows)
         self._identity = self._file_identity()
+        count = self._db.execute
         log.error(
             "state_file_recreated",
             path=self.path,
             why=why,
             moved_to=moved_to,
-            targets=len(state_rows),
-            messages=len(outbox_rows),
+            targets=count("SELECT COUNT(*) FROM target_state").fetchone()[0],
+            messages=count("SELECT COUNT(*) FROM outbox").fetchone()[0],
         )
 
     def _open(self) -> sqlite3.Connection:

@@ -66,21 +66,6 @@ def windows_between(db: sqlite3.Connection, start: float, end: float) -> list[Wi
     return [sql.window_of(row) for row in rows]
 
 
-Rows = tuple[list[Any], list[Any]]
-
-
-def rows(db: sqlite3.Connection) -> Rows:
-    """Every held state and window, to copy into a file recreated under the daemon."""
-    held_rows = db.execute("SELECT * FROM maintenance_held").fetchall()
-    return held_rows, db.execute("SELECT * FROM maintenance_window").fetchall()
-
-
-def put_rows(db: sqlite3.Connection, saved: Rows) -> None:
-    held_rows, window_rows = saved
-    db.executemany("INSERT INTO maintenance_held VALUES (?, ?, ?, ?, ?, ?, ?)", held_rows)
-    db.executemany("INSERT INTO maintenance_window VALUES (?, ?, ?, ?, ?, ?, ?)", window_rows)
-
-
 def prune_windows(db: sqlite3.Connection, before: float, limit: int) -> int:
     cur = db.execute(
         "DELETE FROM maintenance_window WHERE id IN"
