@@ -301,9 +301,11 @@ class Alerting:
         log.info("state_forgotten", target=name, why=why)
 
     def settle(self, names: Iterable[str], now: float) -> int:
-        """Decide again about the held targets among ``names`` that this instance checks and
-        that are in no window at ``now``: the decision sends what the window held back
-        (:mod:`monitor.maintenance_rules`), once per fleet. Returns how many were queued."""
+        """Decide again about the targets among ``names`` that this instance checks, that
+        have a verdict and are in no window at ``now``, with their verdicts as they are: at a
+        window's end the decision sends what the window held back
+        (:mod:`monitor.maintenance_rules`); after a location was lost it follows the quorum
+        of the locations left. Once per fleet either way. Returns how many were queued."""
         queued = 0
         for name in names:
             target = self._targets.get(name)

@@ -43,6 +43,7 @@ class Membership:
         on_fatal: Callable[[str], None],
         on_beat: Callable[[dict[str, str]], None] | None = None,
         on_round: Callable[[], Awaitable[None]] | None = None,
+        on_locations_lost: Callable[[list[str]], None] | None = None,
     ) -> None:
         self.store = store
         self.instance = instance
@@ -65,6 +66,9 @@ class Membership:
         # state), which any instance may have opened.
         self._on_beat = on_beat
         self._on_round = on_round  # more to read from the store each round (queue sizes)
+        # Called with the locations that had a live instance last round and have none now:
+        # their verdicts stop counting towards quorums, which then must be taken again.
+        self._on_locations_lost = on_locations_lost
         self._wake = asyncio.Event()
 
     # -- reading ---------------------------------------------------------------------------
@@ -129,6 +133,7 @@ class Membership:
                 members={loc: list(names) for loc, names in sorted(members.items())},
             )
         self.answering = True
+        was_live = _live(self.members)
         self._known.update(members)  # a location seen live once is reported from then on
         members.setdefault(self.location, ())
         if self.instance not in members[self.location]:
@@ -151,6 +156,9 @@ class Membership:
         else:
             self.members = members
         self._report_empty_locations()
+        lost = sorted(was_live - _live(self.members))
+        if lost and self._on_locations_lost is not None:
+            self._on_locations_lost(lost)
         if self._on_beat is not None:
             self._on_beat({name: stored.state.state for name, stored in incidents.items()})
         return True
@@ -184,3 +192,8 @@ class Membership:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.period_s)
             await self.beat()
+
+
+def _live(members: dict[str, tuple[str, ...]]) -> set[str]:
+    """The locations with at least one live instance."""
+    return {location for location, names in members.items() if names}

@@ -181,6 +181,7 @@ class Service:
             on_fatal=self._fatal,
             on_beat=self._fleet_states if settings.fleet else None,
             on_round=self._recount if settings.fleet else None,
+            on_locations_lost=self._recount_quorums if settings.fleet else None,
         )
         membership.set_notifiers([n.name for n in self.config.notifiers])
         membership.expect(targets)
@@ -397,6 +398,19 @@ class Service:
         """Export the fleet's state of the targets this instance checks (derived from the
         fleet's open incidents when the metrics are rendered)."""
         self.metrics.set_fleet_incidents(incidents)
+
+    def _recount_quorums(self, lost: list[str]) -> None:
+        """Locations lost their last live instance: their verdicts no longer count, so each
+        target this instance checks is decided again over the locations left. Verdicts are
+        written only when they change, so without this a target down everywhere still
+        checked stayed "up" for as long as nothing changed (quorum ``all``, say, after the
+        only location that saw it up went away). Every instance of the fleet does this; the
+        first write that changes the fleet's state sends its one message."""
+        if self.alerting is None:
+            return  # still starting: the first verdicts decide with the live locations
+        names = [t.name for t in self._owned()]
+        queued = self.alerting.settle(names, time.time())
+        log.info("fleet_quorum_recounted", lost=lost, targets=queued)
 
     async def _recount(self) -> None:
         """In a fleet other instances queue messages too: read the queues' sizes."""

@@ -237,6 +237,30 @@ async def test_majority_of_three_locations(
     assert world.received[0]["locations"] == {"ap": "up", "eu": "down", "us": "down"}
 
 
+async def test_losing_the_only_location_that_saw_it_up_sends_the_down(
+    tmp_path: Path, world: World, pg_dsn: str, stack: AsyncExitStack
+) -> None:
+    """Quorum all, eu sees the target down and us up: nothing is sent. us's only instance is
+    killed: once it is no longer live, eu's verdict alone is the quorum and one DOWN goes
+    out, naming eu's verdict only, though eu's verdict did not change (verdicts are written
+    only when they change: before, the fleet stayed up for as long as eu kept saying down)."""
+    fleet = Fleet(stack, _config(tmp_path, world, quorum="all"), pg_dsn)
+    eu = await fleet.start("eu-1", "eu")
+    us = await fleet.start("us-1", "us")
+    await fleet.more_checks("api", 4)
+    world.down["api"] = {"eu"}
+    await eu.wait_for(lambda e: e.get("event") == "state_change" and e["to"] == "down")
+    await fleet.more_checks("api", 6)
+    assert world.received == []
+    await us.stop(signal.SIGKILL)
+    await world.inbox.wait_for(1, timeout_s=30)
+    await eu.wait_for(lambda e: _is_check(e, "api"), count=_count(eu, "api") + 4, timeout_s=30)
+    assert world.kinds() == [("api", "firing", "down")]
+    assert world.received[0]["locations"] == {"eu": "down"}
+    (recount,) = [e for e in eu.events if e.get("event") == "fleet_quorum_recounted"]
+    assert (recount["lost"], recount["targets"]) == (["us"], 1)
+
+
 async def test_kill_9_of_the_checking_instance_during_an_incident(
     tmp_path: Path, world: World, pg_dsn: str, stack: AsyncExitStack
 ) -> None:

@@ -139,3 +139,34 @@ async def test_a_location_losing_its_last_instance_is_logged_once() -> None:
         for e in logs
         if e["event"] in ("location_without_instance", "location_has_instance")
     ] == [("location_without_instance", "us"), ("location_has_instance", "us")]
+
+
+async def test_a_location_that_loses_its_last_instance_is_reported_lost_once() -> None:
+    """on_locations_lost gets a location when the last of its instances is no longer live,
+    once; not for a location only named by targets and never live, not when one of two
+    instances of a location leaves, not when a location comes (back)."""
+    lost: list[list[str]] = []
+    store = FleetStore()
+    store.members = {"eu": ("a",), "us": ("c", "d")}
+    m = Membership(
+        store,
+        "a",
+        "eu",
+        15.0,
+        on_members=lambda: None,
+        on_leases=lambda _held: None,
+        on_fatal=lambda _msg: None,
+        on_locations_lost=lost.append,
+    )
+    m.expect([Target(name="ap-only", url="http://127.0.0.1/ap", locations=("ap",))])
+    await m.beat()
+    store.members = {"eu": ("a",), "us": ("c",)}
+    await m.beat()
+    assert lost == []
+    store.members = {"eu": ("a",)}
+    await m.beat()
+    await m.beat()
+    assert lost == [["us"]]
+    store.members = {"eu": ("a",), "us": ("c",)}
+    await m.beat()
+    assert lost == [["us"]]
