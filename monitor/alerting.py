@@ -90,6 +90,10 @@ class Alerting:
         self.delivery: Delivery | None = None
         self._writes = WriteQueue(store, self._queued)
         self._writer: asyncio.Task[None] | None = None
+        # In a fleet: the targets whose verdict this instance has not written since it
+        # started. The first is written even if it did not change, so that a location coming
+        # back decides with what it sees now, not with the verdict it left behind.
+        self._unwritten: set[str] = set()
         # Which targets are in a maintenance window (monitor.maintenance); None: never.
         self.maintenance: InWindow | None = None
 
@@ -115,6 +119,8 @@ class Alerting:
             self._forget(name, saved.url, saved.labels, saved.notifiers, now, target is not None)
         self._all = wanted
         self.assign(wanted.values() if owned is None else owned)
+        if self._fleet:
+            self._unwritten = set(self.states)
         self._writer = asyncio.create_task(self._writes.run(), name="state-writer")
         if self._on_death is not None:
             on_death = self._on_death
@@ -207,7 +213,9 @@ class Alerting:
         obs = Observation.of(target, result)
         outcome = step(target.name, prev, obs, Policy.of(target))
         self.states[target.name] = outcome.state
-        if outcome.change is not None or _persisted(prev) != _persisted(outcome.state):
+        unwritten = self._unwritten and target.name in self._unwritten
+        if unwritten or outcome.change is not None or _persisted(prev) != _persisted(outcome.state):
+            self._unwritten.discard(target.name)
             self._record(target, obs, outcome)
         return outcome.retry
 

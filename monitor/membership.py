@@ -44,6 +44,7 @@ class Membership:
         on_beat: Callable[[dict[str, str]], None] | None = None,
         on_round: Callable[[], Awaitable[None]] | None = None,
         on_locations_lost: Callable[[list[str]], None] | None = None,
+        on_rejoined: Callable[[], None] | None = None,
     ) -> None:
         self.store = store
         self.instance = instance
@@ -69,6 +70,9 @@ class Membership:
         # Called with the locations that had a live instance last round and have none now:
         # their verdicts stop counting towards quorums, which then must be taken again.
         self._on_locations_lost = on_locations_lost
+        # Called when the store answers again after it did not: while away this instance
+        # may have counted as dead, and the fleet decided without its verdicts.
+        self._on_rejoined = on_rejoined
         self._wake = asyncio.Event()
 
     # -- reading ---------------------------------------------------------------------------
@@ -124,6 +128,7 @@ class Membership:
             if self._held and time.monotonic() >= self._held_until:
                 self._set_held(frozenset())
             return False
+        rejoined = self._announced and not self.answering
         if not self.answering or not self._announced:
             self._announced = True
             log.info(
@@ -159,6 +164,8 @@ class Membership:
         lost = sorted(was_live - _live(self.members))
         if lost and self._on_locations_lost is not None:
             self._on_locations_lost(lost)
+        if rejoined and self._on_rejoined is not None:
+            self._on_rejoined()
         if self._on_beat is not None:
             self._on_beat({name: stored.state.state for name, stored in incidents.items()})
         return True

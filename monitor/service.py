@@ -181,7 +181,8 @@ class Service:
             on_fatal=self._fatal,
             on_beat=self._fleet_states if settings.fleet else None,
             on_round=self._recount if settings.fleet else None,
-            on_locations_lost=self._recount_quorums if settings.fleet else None,
+            on_locations_lost=self._locations_lost if settings.fleet else None,
+            on_rejoined=self._rejoined if settings.fleet else None,
         )
         membership.set_notifiers([n.name for n in self.config.notifiers])
         membership.expect(targets)
@@ -399,18 +400,27 @@ class Service:
         fleet's open incidents when the metrics are rendered)."""
         self.metrics.set_fleet_incidents(incidents)
 
-    def _recount_quorums(self, lost: list[str]) -> None:
-        """Locations lost their last live instance: their verdicts no longer count, so each
-        target this instance checks is decided again over the locations left. Verdicts are
-        written only when they change, so without this a target down everywhere still
-        checked stayed "up" for as long as nothing changed (quorum ``all``, say, after the
-        only location that saw it up went away). Every instance of the fleet does this; the
-        first write that changes the fleet's state sends its one message."""
+    def _locations_lost(self, lost: list[str]) -> None:
+        """Locations lost their last live instance: their verdicts no longer count. Verdicts
+        are written only when they change, so without deciding again a target down
+        everywhere still checked stayed "up" for as long as nothing changed (quorum ``all``,
+        after the only location that saw it up went away)."""
+        self._decide_again("location_lost", lost)
+
+    def _rejoined(self) -> None:
+        """The store answers again: while it did not, the fleet may have counted this
+        instance as dead and decided without its verdicts."""
+        self._decide_again("rejoined", [])
+
+    def _decide_again(self, why: str, lost: list[str]) -> None:
+        """Each target this instance checks is decided again over the live locations, with
+        this instance's verdicts as they are. Every instance that sees the change does it;
+        the first write that changes the fleet's state sends its one message."""
         if self.alerting is None:
             return  # still starting: the first verdicts decide with the live locations
         names = [t.name for t in self._owned()]
         queued = self.alerting.settle(names, time.time())
-        log.info("fleet_quorum_recounted", lost=lost, targets=queued)
+        log.info("fleet_quorum_recounted", why=why, lost=lost, targets=queued)
 
     async def _recount(self) -> None:
         """In a fleet other instances queue messages too: read the queues' sizes."""

@@ -243,7 +243,9 @@ async def test_losing_the_only_location_that_saw_it_up_sends_the_down(
     """Quorum all, eu sees the target down and us up: nothing is sent. us's only instance is
     killed: once it is no longer live, eu's verdict alone is the quorum and one DOWN goes
     out, naming eu's verdict only, though eu's verdict did not change (verdicts are written
-    only when they change: before, the fleet stayed up for as long as eu kept saying down)."""
+    only when they change: before, the fleet stayed up for as long as eu kept saying down).
+    us comes back and still sees it up: its first verdict is written though it is the one
+    it left behind, and the one RESOLVED goes out (before, the incident stayed open)."""
     fleet = Fleet(stack, _config(tmp_path, world, quorum="all"), pg_dsn)
     eu = await fleet.start("eu-1", "eu")
     us = await fleet.start("us-1", "us")
@@ -258,7 +260,12 @@ async def test_losing_the_only_location_that_saw_it_up_sends_the_down(
     assert world.kinds() == [("api", "firing", "down")]
     assert world.received[0]["locations"] == {"eu": "down"}
     (recount,) = [e for e in eu.events if e.get("event") == "fleet_quorum_recounted"]
-    assert (recount["lost"], recount["targets"]) == (["us"], 1)
+    assert (recount["why"], recount["lost"], recount["targets"]) == ("location_lost", ["us"], 1)
+    back = await fleet.start("us-2", "us")
+    await world.inbox.wait_for(2, timeout_s=30)
+    await back.wait_for(lambda e: _is_check(e, "api"), count=4, timeout_s=30)
+    assert world.kinds() == [("api", "firing", "down"), ("api", "resolved", "up")]
+    assert world.received[1]["locations"] == {"eu": "down", "us": "up"}
 
 
 async def test_kill_9_of_the_checking_instance_during_an_incident(

@@ -170,3 +170,26 @@ async def test_a_location_that_loses_its_last_instance_is_reported_lost_once() -
     store.members = {"eu": ("a",), "us": ("c",)}
     await m.beat()
     assert lost == [["us"]]
+
+
+async def test_answering_again_after_the_store_was_away_is_reported_once() -> None:
+    """on_rejoined is called when the store answers after failing (the fleet may have
+    decided without this instance meanwhile): not at the first answer, once per outage."""
+    rejoined: list[bool] = []
+    store = FleetStore()
+    store.members = {"eu": ("a",)}
+    m = Membership(
+        store,
+        "a",
+        "eu",
+        15.0,
+        on_members=lambda: None,
+        on_leases=lambda _held: None,
+        on_fatal=lambda _msg: None,
+        on_rejoined=lambda: rejoined.append(True),
+    )
+    assert (await m.beat(), rejoined) == (True, [])
+    store.failure = StoreUnavailable("database away")
+    assert (await m.beat(), await m.beat()) == (False, False)
+    store.failure = None
+    assert (await m.beat(), await m.beat(), rejoined) == (True, True, [True])
