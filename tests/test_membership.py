@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from structlog.testing import capture_logs
 
@@ -141,14 +142,9 @@ async def test_a_location_losing_its_last_instance_is_logged_once() -> None:
     ] == [("location_without_instance", "us"), ("location_has_instance", "us")]
 
 
-async def test_a_location_that_loses_its_last_instance_is_reported_lost_once() -> None:
-    """on_locations_lost gets a location when the last of its instances is no longer live,
-    once; not for a location only named by targets and never live, not when one of two
-    instances of a location leaves, not when a location comes (back)."""
-    lost: list[list[str]] = []
-    store = FleetStore()
-    store.members = {"eu": ("a",), "us": ("c", "d")}
-    m = Membership(
+def _quiet(store: MemoryStore, **callbacks: Any) -> Membership:
+    """Instance a of eu, whose member, lease and fatal callbacks do nothing."""
+    return Membership(
         store,
         "a",
         "eu",
@@ -156,8 +152,18 @@ async def test_a_location_that_loses_its_last_instance_is_reported_lost_once() -
         on_members=lambda: None,
         on_leases=lambda _held: None,
         on_fatal=lambda _msg: None,
-        on_locations_lost=lost.append,
+        **callbacks,
     )
+
+
+async def test_a_location_that_loses_its_last_instance_is_reported_lost_once() -> None:
+    """on_locations_lost gets a location when the last of its instances is no longer live,
+    once; not for a location only named by targets and never live, not when one of two
+    instances of a location leaves, not when a location comes (back)."""
+    lost: list[list[str]] = []
+    store = FleetStore()
+    store.members = {"eu": ("a",), "us": ("c", "d")}
+    m = _quiet(store, on_locations_lost=lost.append)
     m.expect([Target(name="ap-only", url="http://127.0.0.1/ap", locations=("ap",))])
     await m.beat()
     store.members = {"eu": ("a",), "us": ("c",)}
@@ -178,16 +184,7 @@ async def test_answering_again_after_the_store_was_away_is_reported_once() -> No
     rejoined: list[bool] = []
     store = FleetStore()
     store.members = {"eu": ("a",)}
-    m = Membership(
-        store,
-        "a",
-        "eu",
-        15.0,
-        on_members=lambda: None,
-        on_leases=lambda _held: None,
-        on_fatal=lambda _msg: None,
-        on_rejoined=lambda: rejoined.append(True),
-    )
+    m = _quiet(store, on_rejoined=lambda: rejoined.append(True))
     assert (await m.beat(), rejoined) == (True, [])
     store.failure = StoreUnavailable("database away")
     assert (await m.beat(), await m.beat()) == (False, False)
