@@ -208,7 +208,6 @@ class TestTls:
         assert (result.reason, result.status) == ("ok", 200)
         assert result.phases_s["tls"] > 0
         assert result.phases_s["connect"] > 0
-        assert result.phases_s["processing"] >= 0.2
         assert result.tls_expiry_ts == tls_certs.valid_not_after.timestamp()
 
     async def test_localhost_name_verified(self, checker: Checker, tls_certs: TLSCerts) -> None:
