@@ -35,6 +35,7 @@ from monitor.collectors import (
 from monitor.config import MonitorFile, Target
 from monitor.connections import Limits
 from monitor.endpoint import Endpoint, EndpointError
+from monitor.fleethooks import FleetHooks
 from monitor.loader import ConfigError, load_config
 from monitor.logs import configure, log_check
 from monitor.maintenance import Maintenance
@@ -171,18 +172,19 @@ class Service:
             )
         except StateFileError as exc:
             raise StartupError(str(exc), EXIT_CONFIG) from None
+        hooks = FleetHooks(self.scheduler, self.metrics, lambda: self.alerting, owned=self._owned)
         self.membership = membership = Membership(
             store,
             settings.instance,
             settings.location,
             settings.fleet_ttl,
-            on_members=self._reassign,
-            on_leases=self._leases_changed,
+            on_members=hooks.reassign,
+            on_leases=hooks.leases_changed,
             on_fatal=self._fatal,
-            on_beat=self._fleet_states if settings.fleet else None,
-            on_round=self._recount if settings.fleet else None,
-            on_locations_lost=self._locations_lost if settings.fleet else None,
-            on_rejoined=self._rejoined if settings.fleet else None,
+            on_beat=hooks.fleet_states if settings.fleet else None,
+            on_round=hooks.recount if settings.fleet else None,
+            on_locations_lost=hooks.locations_lost if settings.fleet else None,
+            on_rejoined=hooks.rejoined if settings.fleet else None,
         )
         membership.set_notifiers([n.name for n in self.config.notifiers])
         membership.expect(targets)
@@ -374,62 +376,10 @@ class Service:
         log.info("config_reloaded", **diff.summary())
         return []
 
-    # -- the fleet ---------------------------------------------------------------------
+    # -- the fleet (its hooks: monitor.fleethooks) ---------------------------------------
     def _owned(self) -> list[Target]:
         targets = self.config.targets
         return self.membership.owned(targets) if self.membership is not None else list(targets)
-
-    def _reassign(self) -> None:
-        """The live members of this location changed: take up exactly this instance's share.
-        Like a reload, scheduler, metrics and alerting change together, without an await."""
-        if self.alerting is None:
-            return  # still starting: the share is computed once the first round is in
-        owned = self._owned()
-        before = self.scheduler.target_count
-        gained = [t for t in owned if not self.scheduler.is_current(t)]
-        self.scheduler.replace(owned)
-        self.metrics.set_targets(owned)
-        self.alerting.assign(owned)
-        # A target taken over from a dead instance is checked now, not at its next turn: a
-        # takeover then takes the TTL and a heartbeat, not the TTL and a whole interval.
-        self.scheduler.check_soon(gained)
-        log.info("fleet_share_changed", targets=len(owned), before=before, gained=len(gained))
-
-    def _fleet_states(self, incidents: dict[str, str]) -> None:
-        """Export the fleet's state of the targets this instance checks (derived from the
-        fleet's open incidents when the metrics are rendered)."""
-        self.metrics.set_fleet_incidents(incidents)
-
-    def _locations_lost(self, lost: list[str]) -> None:
-        """Locations lost their last live instance: their verdicts no longer count. Verdicts
-        are written only when they change, so without deciding again a target down
-        everywhere still checked stayed "up" for as long as nothing changed (quorum ``all``,
-        after the only location that saw it up went away)."""
-        self._decide_again("location_lost", lost)
-
-    def _rejoined(self) -> None:
-        """The store answers again: while it did not, the fleet may have counted this
-        instance as dead and decided without its verdicts."""
-        self._decide_again("rejoined", [])
-
-    def _decide_again(self, why: str, lost: list[str]) -> None:
-        """Each target this instance checks is decided again over the live locations, with
-        this instance's verdicts as they are. Every instance that sees the change does it;
-        the first write that changes the fleet's state sends its one message."""
-        if self.alerting is None:
-            return  # still starting: the first verdicts decide with the live locations
-        names = [t.name for t in self._owned()]
-        queued = self.alerting.settle(names, time.time())
-        log.info("fleet_quorum_recounted", why=why, lost=lost, targets=queued)
-
-    async def _recount(self) -> None:
-        """In a fleet other instances queue messages too: read the queues' sizes."""
-        if self.alerting is not None and self.alerting.delivery is not None:
-            await self.alerting.delivery.recount()
-
-    def _leases_changed(self, held: frozenset[str]) -> None:
-        if self.alerting is not None and self.alerting.delivery is not None:
-            self.alerting.delivery.wake(held)
 
     def _fatal(self, message: str) -> None:
         """This instance cannot be one of the fleet (its name is taken, or the database's
