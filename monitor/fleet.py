@@ -18,8 +18,8 @@ import hashlib
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import replace
 
-from monitor.config import Quorum
 from monitor.state import INCIDENT_STATES, Change, State, Step, TargetState
+from monitor.targetblocks import Quorum
 
 __all__ = ["Quorum", "decide", "fleet_state", "locations_map", "needed", "owned", "owner"]
 

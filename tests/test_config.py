@@ -11,10 +11,11 @@ import pytest
 from pydantic import ValidationError
 
 from monitor.checktypes import unsupported_scheme
-from monitor.config import Expect, MonitorFile
+from monitor.config import MonitorFile
 from monitor.configvalues import parse_duration
 from monitor.loader import ConfigError, load_config, parse_config
 from monitor.settings import DEFAULT_BUCKETS_S, Settings
+from monitor.targetblocks import Expect
 
 ONE_TARGET = """\
 targets:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from monitor.config import Quorum
 from monitor.fleet import decide, fleet_state, locations_map, needed, owned, owner
 from monitor.state import State, TargetState
+from monitor.targetblocks import Quorum
 
 T0 = 1_700_000_000.0
 NAMES = [f"t{i}" for i in range(3000)]

@@ -19,8 +19,9 @@ from ruamel.yaml.events import AliasEvent
 
 from monitor import cli, loader, yamlgate
 from monitor.checktypes import unsupported_scheme
-from monitor.config import TLS, Alerts, Expect, MonitorFile, Target
+from monitor.config import MonitorFile, Target
 from monitor.loader import ConfigError, load_config, parse_config
+from monitor.targetblocks import TLS, Alerts, Expect
 
 # An ftp:// URL's problem, listing the schemes a target may have (tests/test_probe_http.py
 # checks the words).

@@ -11,12 +11,13 @@ import pytest
 from pydantic import BaseModel
 from ruamel.yaml import YAML
 
-from monitor.config import TLS, Alerts, Expect, MonitorFile, Target, json_schema
+from monitor.config import MonitorFile, Target, json_schema
 from monitor.history import HistoryOptions
 from monitor.httpoptions import JsonAssertion
 from monitor.loader import ConfigError, load_config, parse_config
 from monitor.notifierconfig import Notifier
 from monitor.probeoptions import DNS, GRPC, ICMP, TCP, DnsExpect
+from monitor.targetblocks import TLS, Alerts, Expect
 from monitor.windows import MaintenanceWindow
 
 ROOT = Path(__file__).resolve().parent.parent

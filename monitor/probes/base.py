@@ -17,7 +17,8 @@ from typing import ClassVar, Literal, Protocol, runtime_checkable
 
 from cryptography import x509
 
-from monitor.config import TLS, Target
+from monitor.config import Target
+from monitor.targetblocks import TLS
 from monitor.tlsfiles import ClientCertificateError, files_stamp, load_client_certificate
 
 Reason = Literal[
