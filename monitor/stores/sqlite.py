@@ -30,6 +30,7 @@ from monitor.incident import Notification
 from monitor.state import TargetState
 from monitor.stores import sqlite_history as history
 from monitor.stores import sqlite_maintenance as maintenance
+from monitor.stores import sqlite_schema as sql
 from monitor.stores.base import (
     Decide,
     Decision,
@@ -49,65 +50,6 @@ log = structlog.get_logger("monitor.stores.sqlite")
 # How long a write waits for another connection's lock before it fails (and is retried by
 # the writer in monitor.alerting); this runs on the store's own thread, never the loop.
 BUSY_TIMEOUT_S = 5.0
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS target_state (
-    target TEXT PRIMARY KEY,
-    url TEXT NOT NULL,
-    state TEXT NOT NULL,
-    since REAL NOT NULL,
-    reason TEXT NOT NULL,
-    error TEXT NOT NULL,
-    incident_id TEXT NOT NULL,
-    last_notified REAL NOT NULL,
-    labels TEXT NOT NULL DEFAULT '{}',
-    notifiers TEXT NOT NULL DEFAULT '[]'
-);
-CREATE TABLE IF NOT EXISTS outbox (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    notifier TEXT NOT NULL,
-    payload TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    next_attempt REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS outbox_due ON outbox (notifier, next_attempt, id);
-CREATE TABLE IF NOT EXISTS location_state (
-    target TEXT NOT NULL,
-    location TEXT NOT NULL,
-    state TEXT NOT NULL,
-    since REAL NOT NULL,
-    reason TEXT NOT NULL,
-    error TEXT NOT NULL,
-    incident_id TEXT NOT NULL,
-    last_notified REAL NOT NULL,
-    PRIMARY KEY (target, location)
-);
-"""
-
-_SELECT = (
-    "SELECT target, url, state, since, reason, error, incident_id, last_notified, labels,"
-    " notifiers FROM target_state"
-)
-_SELECT_ONE = _SELECT + " WHERE target = ?"
-_SELECT_INCIDENTS = _SELECT + " WHERE state IN ('degraded', 'down')"
-# A location's verdicts with their fleet rows' URL, labels and notifiers. A fleet row without
-# any verdict is from a file written before verdicts were kept (one location, whose verdict
-# was the fleet state): it counts as this location's.
-_SELECT_VERDICTS = """
-SELECT f.target, f.url, COALESCE(v.state, f.state), COALESCE(v.since, f.since),
-       COALESCE(v.reason, f.reason), COALESCE(v.error, f.error),
-       COALESCE(v.incident_id, f.incident_id), COALESCE(v.last_notified, f.last_notified),
-       f.labels, f.notifiers
-FROM target_state f LEFT JOIN location_state v ON v.target = f.target AND v.location = ?
-WHERE v.target IS NOT NULL
-   OR NOT EXISTS (SELECT 1 FROM location_state w WHERE w.target = f.target)
-"""
-_UPSERT_VERDICT = "INSERT OR REPLACE INTO location_state VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-_SELECT_TARGET_VERDICTS = (
-    "SELECT location, state, since, reason, error, incident_id, last_notified"
-    " FROM location_state WHERE target = ?"
-)
 
 
 class _Database:
@@ -217,7 +159,7 @@ class _Database:
             if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
                 msg = "integrity check failed"
                 raise sqlite3.DatabaseError(msg)
-            db.executescript(_SCHEMA + history.SCHEMA + maintenance.SCHEMA)
+            db.executescript(sql.SCHEMA + history.SCHEMA + maintenance.SCHEMA)
         except BaseException:
             db.close()
             raise
@@ -251,7 +193,7 @@ class _Database:
             ),
         )
 
-    def load(self, query: str = _SELECT, *args: str) -> dict[str, Stored]:
+    def load(self, query: str = sql.SELECT, *args: str) -> dict[str, Stored]:
         rows = self._db.execute(query, args).fetchall()
         return {row[0]: self._stored(row) for row in rows}
 
@@ -269,13 +211,13 @@ class _Database:
         live: frozenset[str],
     ) -> Decision:
         """One record, inside the caller's transaction."""
-        row = self._db.execute(_SELECT_ONE, (subject.name,)).fetchone()
+        row = self._db.execute(sql.SELECT_ONE, (subject.name,)).fetchone()
         prev = self._stored(row).state if row is not None else TargetState()
-        self._db.execute(_UPSERT_VERDICT, (subject.name, location, *_persisted(verdict)))
+        self._db.execute(sql.UPSERT_VERDICT, (subject.name, location, *_persisted(verdict)))
         verdicts = {
             loc: TargetState(state, since, reason, error, incident, notified)
             for loc, state, since, reason, error, incident, notified in self._db.execute(
-                _SELECT_TARGET_VERDICTS, (subject.name,)
+                sql.SELECT_TARGET_VERDICTS, (subject.name,)
             ).fetchall()
         }
         held = maintenance.held_state(self._db, subject.name)
@@ -305,7 +247,7 @@ class _Database:
             others = self._db.execute(
                 "SELECT 1 FROM location_state WHERE target = ? LIMIT 1", (name,)
             ).fetchone()
-            row = self._db.execute(_SELECT_ONE, (name,)).fetchone()
+            row = self._db.execute(sql.SELECT_ONE, (name,)).fetchone()
             if others is not None or row is None:
                 return
             self._db.execute("DELETE FROM target_state WHERE target = ?", (name,))
@@ -427,7 +369,7 @@ class SqliteStore(history.HistoryMethods, maintenance.MaintenanceMethods, FleetO
         return await self._run(self._db.write if write else self._db.read, call, *args)
 
     async def load(self, location: str) -> dict[str, Stored]:
-        result: dict[str, Stored] = await self._run(self._db.load, _SELECT_VERDICTS, location)
+        result: dict[str, Stored] = await self._run(self._db.load, sql.SELECT_VERDICTS, location)
         return result
 
     async def record(
@@ -445,7 +387,7 @@ class SqliteStore(history.HistoryMethods, maintenance.MaintenanceMethods, FleetO
         await self._run(self._db.forget, name, location, farewell)
 
     async def incidents(self) -> dict[str, Stored]:
-        result: dict[str, Stored] = await self._run(self._db.load, _SELECT_INCIDENTS)
+        result: dict[str, Stored] = await self._run(self._db.load, sql.SELECT_INCIDENTS)
         return result
 
     async def next_pending(self, notifier: str) -> Pending | None:
