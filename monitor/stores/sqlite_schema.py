@@ -4,17 +4,21 @@ of an older version gains what it lacks when it is opened."""
 
 from __future__ import annotations
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS target_state (
-    target TEXT PRIMARY KEY,
-    url TEXT NOT NULL,
+# A state, as the fleet's row of a target and as a location's verdict hold it.
+_STATE_COLUMNS = """
     state TEXT NOT NULL,
     since REAL NOT NULL,
     reason TEXT NOT NULL,
     error TEXT NOT NULL,
     incident_id TEXT NOT NULL,
-    last_notified REAL NOT NULL,
-    labels TEXT NOT NULL DEFAULT '{}',
+    last_notified REAL NOT NULL,"""
+
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS target_state (
+    target TEXT PRIMARY KEY,
+    url TEXT NOT NULL,
+{_STATE_COLUMNS}
+    labels TEXT NOT NULL DEFAULT '{{}}',
     notifiers TEXT NOT NULL DEFAULT '[]'
 );
 CREATE TABLE IF NOT EXISTS outbox (
@@ -29,12 +33,7 @@ CREATE INDEX IF NOT EXISTS outbox_due ON outbox (notifier, next_attempt, id);
 CREATE TABLE IF NOT EXISTS location_state (
     target TEXT NOT NULL,
     location TEXT NOT NULL,
-    state TEXT NOT NULL,
-    since REAL NOT NULL,
-    reason TEXT NOT NULL,
-    error TEXT NOT NULL,
-    incident_id TEXT NOT NULL,
-    last_notified REAL NOT NULL,
+{_STATE_COLUMNS}
     PRIMARY KEY (target, location)
 );
 """
