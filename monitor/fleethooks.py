@@ -80,8 +80,9 @@ class FleetHooks:
         alerting = self._alerting()
         if alerting is None:
             return  # still starting: the first verdicts decide with the live locations
-        names = [t.name for t in self._owned()]
-        queued = alerting.settle(names, time.time())
+        # The targets alerting judges are this instance's share (reassign keeps them so):
+        # no need to hash every target of the file again.
+        queued = alerting.settle(list(alerting.states), time.time())
         log.info("fleet_quorum_recounted", why=why, lost=lost, targets=queued)
 
     async def recount(self) -> None:

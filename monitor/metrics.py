@@ -133,9 +133,9 @@ class Metrics:
 
         Every :data:`PACE_AFTER_S` of work it pauses long enough that the rendering takes at
         most :attr:`loop_share` of the loop's time while it runs (a small exposition never
-        waits). With only a turn of the loop between pieces, a scrape
-        at 50,000 targets (~0.2 s of the loop's CPU in ~0.5 s) took more than the loop had
-        left beside the checks, and the checks due meanwhile started ~40 ms later at p99.
+        waits). With only a turn of the loop between pieces, a scrape at 50,000 targets
+        (~0.2 s of the loop's CPU in ~0.5 s) took more than the loop had left beside the
+        checks, and the checks due meanwhile started ~40 ms later at p99.
         The registry's process-wide families come last."""
         idle_per_work = (1 - self.loop_share) / self.loop_share
         parts: list[bytes] = []

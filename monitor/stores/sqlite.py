@@ -134,19 +134,19 @@ class _Database:
         if why == "replaced":
             moved_to = f"{self.path}.replaced-{int(time.time())}"
             Path(self.path).rename(moved_to)
-        for suffix in ("-wal", "-shm"):  # the old file's: they must not meet the new one
-            Path(self.path + suffix).unlink(missing_ok=True)
+        self._drop_wal()  # the old file's: they must not meet the new one
         os.replace(copy, self.path)
         self._db = self._open()
         self._identity = self._file_identity()
-        count = self._db.execute
+        (targets,) = self._db.execute("SELECT COUNT(*) FROM target_state").fetchone()
+        (messages,) = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()
         log.error(
             "state_file_recreated",
             path=self.path,
             why=why,
             moved_to=moved_to,
-            targets=count("SELECT COUNT(*) FROM target_state").fetchone()[0],
-            messages=count("SELECT COUNT(*) FROM outbox").fetchone()[0],
+            targets=targets,
+            messages=messages,
         )
 
     def _open(self) -> sqlite3.Connection:
@@ -168,9 +168,14 @@ class _Database:
     def _move_aside(self) -> str:
         aside = f"{self.path}.corrupt-{int(time.time())}"
         Path(self.path).rename(aside)
+        self._drop_wal()
+        return aside
+
+    def _drop_wal(self) -> None:
+        """Remove the WAL and shared-memory files at ``path``: they belong to a file no
+        longer there."""
         for suffix in ("-wal", "-shm"):
             Path(self.path + suffix).unlink(missing_ok=True)
-        return aside
 
     def close(self) -> None:
         self._db.close()
